@@ -1,0 +1,1 @@
+"""Sub-commands of the ``yofo`` command line, one module each (see :mod:`yofo.cli`)."""

