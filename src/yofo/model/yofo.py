@@ -1,0 +1,172 @@
+"""YOFO: image encoder, text encoder, feature mining, meta-transfer and decoder wired together (Fig. 2).
+
+Per frame (shared by every expression of a video): the ResNet, Φ(layer3), and the image-only terms of
+feature mining and of the decoder. Per expression: the text encoder (once per video), then per frame the
+rest of feature mining (Y, W), the memory and solver, and the rest of the decoder (DESIGN §1).
+
+The memory is a FIFO of the last N (Φ, Y, W) including the current frame. θ starts at zero on a clip's first
+frame with ``*_iters`` iterations and is warm-started afterwards with ``*_update_iters`` (brief §2.4, §7.4-5);
+training uses the ``train_*`` counts, eval mode the ``test_*`` counts. The clip forward and the streaming
+``start``/``step`` API run the same code, so they agree exactly in eval mode.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from yofo.errors import InputError
+from yofo.model.decoder import Decoder
+from yofo.model.feature_mining import FeatureMining
+from yofo.model.image_encoder import ResNet, ResNetFeatures
+from yofo.model.meta_transfer import MetaTransfer, apply_filter
+from yofo.model.text_encoder import TextEncoder
+
+
+@dataclass
+class FrameFeatures:
+    """Per-frame work shared by all expressions (batch 1, or one frame per expression in training)."""
+
+    layers: ResNetFeatures
+    target_input: Tensor | None  # Φ(layer3) (N, feature_dim, h16, w16), None without meta-transfer
+    mining: dict
+    decoding: list
+
+
+@dataclass
+class StreamState:
+    """Inference state of K expressions on one video; its size does not grow with the video length."""
+
+    text: Tensor  # (K, 3, C)
+    memory: deque = field(default_factory=deque)  # (Φ (1 or K, C, h, w), Y (K, D, h, w), W (K, D, h, w))
+    filters: Tensor | None = None  # θ (K, D, C, k, k)
+    frames_seen: int = 0
+
+
+class YOFO(nn.Module):
+    """The YOFO network.
+
+    Args:
+        cfg: the model config (``cfg.model`` of :func:`yofo.config.load_config`).
+        load_pretrained: read ``cfg.image_encoder.weights`` when set (off when a checkpoint follows).
+    """
+
+    def __init__(self, cfg: DictConfig, load_pretrained: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        enc, fm, mt = cfg.image_encoder, cfg.fm, cfg.meta_transfer
+        self.image_encoder = ResNet(enc.arch, enc.width)
+        if load_pretrained and enc.weights:
+            self.image_encoder.load_pretrained(enc.weights)
+        c1, c2, c3, c4 = self.image_encoder.channels
+        self.text_encoder = TextEncoder(cfg.text_encoder.name, fm.dim, cfg.text_encoder.max_tokens)
+        self.feature_mining = FeatureMining(
+            (c2, c3, c4), fm.dim, fm.key_dim, fm.pool_sizes, cfg.target_dim, fm.mode, fm.fusion, fm.strides
+        )
+        self.meta_transfer = MetaTransfer(c3, mt.feature_dim, mt.filter_size, mt.reg_init) if mt.enabled else None
+        self.decoder = Decoder(cfg.target_dim, (c1, c2, c3, c4), cfg.decoder.width)
+        self.memory_size = cfg.memory.size
+
+    def train(self, mode: bool = True) -> YOFO:
+        """Set training mode; BatchNorm statistics stay frozen (eval) everywhere (brief §2.7, §7.16)."""
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return self
+
+    # ----------------------------------------------------------------------------------------- text
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """Encode K expressions once per video: ``texts`` -> ``(K, 3, C)`` (z_1, z_2, z_3)."""
+        return self.text_encoder(texts)
+
+    def _text(self, text: Tensor | Sequence[str]) -> Tensor:
+        return text if isinstance(text, Tensor) else self.encode_text(text)
+
+    # ---------------------------------------------------------------------------------- per frame
+    def frame_features(self, images: Tensor) -> FrameFeatures:
+        """Per-frame work: ``images (N, 3, H, W)`` normalised, H and W multiples of 32."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise InputError(f"frames: expected (N, 3, H, W) normalised RGB, got shape {tuple(images.shape)}")
+        if images.shape[2] % 32 or images.shape[3] % 32:
+            raise InputError(f"frames: height and width must be multiples of 32, got {tuple(images.shape[2:])}")
+        layers = self.image_encoder(images)
+        return FrameFeatures(
+            layers=layers,
+            target_input=self.meta_transfer.features(layers.layer3) if self.meta_transfer is not None else None,
+            mining=self.feature_mining.image_part(layers[1:]),
+            decoding=self.decoder.image_part(layers),
+        )
+
+    # ----------------------------------------------------------------------------- per expression
+    def start(self, text: Tensor | Sequence[str]) -> StreamState:
+        """Begin a video for K expressions (strings or the ``(K, 3, C)`` output of :meth:`encode_text`)."""
+        return StreamState(text=self._text(text), memory=deque(maxlen=self.memory_size))
+
+    def step(self, frame: Tensor, state: StreamState) -> Tensor:
+        """Segment the next frame for the K expressions of ``state``.
+
+        Args:
+            frame: ``(3, H, W)`` or ``(1, 3, H, W)`` (shared by all K expressions), or ``(K, 3, H, W)``
+                (one frame per expression, as in training).
+            state: from :meth:`start`; updated in place.
+
+        Returns:
+            logits ``(K, 1, H, W)``; the mask is ``logits > 0``.
+        """
+        frame = frame.unsqueeze(0) if frame.dim() == 3 else frame
+        if frame.dim() == 4 and frame.shape[0] not in (1, state.text.shape[0]):
+            raise InputError(f"frame: batch {frame.shape[0]} must be 1 or the number of expressions "
+                             f"{state.text.shape[0]}")
+        return self._step(self.frame_features(frame), state)
+
+    def _step(self, frame: FrameFeatures, state: StreamState) -> Tensor:
+        height, width = frame.layers.layer3.shape[-2:]
+        labels, weights = self.feature_mining(frame.mining, state.text, (height, width))
+        if self.meta_transfer is None:
+            encoding = labels  # "w/o MT": the decoder consumes Y
+        else:
+            mt = self.cfg.meta_transfer
+            state.memory.append((frame.target_input, labels, weights))
+            feats = torch.stack([m[0] for m in state.memory], dim=1)  # (1 or K, S, C, h, w)
+            first = state.filters is None
+            iters = (mt.train_iters if first else mt.train_update_iters) if self.training else (
+                mt.test_iters if first else mt.test_update_iters)
+            state.filters = self.meta_transfer.solve(
+                feats,
+                torch.stack([m[1] for m in state.memory], dim=1),
+                torch.stack([m[2] for m in state.memory], dim=1),
+                iters,
+                state.filters,
+            )
+            encoding = apply_filter(frame.target_input.unsqueeze(1), state.filters).squeeze(1)
+        state.frames_seen += 1
+        size = (frame.layers.layer1.shape[-2] * 4, frame.layers.layer1.shape[-1] * 4)
+        return self.decoder(frame.decoding, encoding, size)
+
+    def forward(self, frames: Tensor, text: Tensor | Sequence[str]) -> Tensor:
+        """Clip forward (training and offline inference).
+
+        Args:
+            frames: ``(B, T, 3, H, W)`` normalised, one clip per expression, frames in temporal order.
+            text: B strings or ``(B, 3, C)`` from :meth:`encode_text`.
+
+        Returns:
+            logits ``(B, T, 1, H, W)``.
+        """
+        if frames.dim() != 5 or frames.shape[2] != 3:
+            raise InputError(f"frames: expected (B, T, 3, H, W) normalised RGB, got shape {tuple(frames.shape)}")
+        state = self.start(text)
+        if state.text.shape[0] != frames.shape[0]:
+            raise InputError(f"text: {state.text.shape[0]} expressions for {frames.shape[0]} clips")
+        return torch.stack([self._step(self.frame_features(frames[:, t]), state) for t in range(frames.shape[1])], 1)
+
+
+def build_model(cfg: DictConfig, load_pretrained: bool = True) -> YOFO:
+    """Build YOFO from a model config (``load_config(...).model``)."""
+    return YOFO(cfg, load_pretrained=load_pretrained)

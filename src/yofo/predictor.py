@@ -1,0 +1,210 @@
+"""The user's door: segment the objects that sentences describe in a video, offline or one frame at a time.
+
+    import yofo
+    model = yofo.load("checkpoints/yofo-synthetic.safetensors")
+    segmenter = yofo.VideoSegmenter(model, device="cpu")
+    masks = segmenter.segment("video.mp4", ["a black swan", "the duck on the left"])  # {text: bool (T, H, W)}
+
+    segmenter.start(["a black swan"])          # streaming: memory stays flat however long the video
+    for frame in frames:                       # uint8 RGB (H, W, 3)
+        mask = segmenter.step(frame)["a black swan"]   # bool (H, W)
+
+Pre-processing (fit into the model's input box keeping the aspect ratio, pad right/bottom to a multiple of 32,
+ImageNet normalisation) and post-processing (un-pad, resize the logits back, threshold) live here, so the
+model stays a pure module (STYLE: SAM's predictor). The K sentences of a session share the per-frame work
+(image encoder, Φ, the image-only decoder branches; DESIGN §1): the model streams them as one state.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from yofo.errors import InputError
+from yofo.model.image_encoder import normalize
+from yofo.model.yofo import YOFO, StreamState
+from yofo.video_io import VideoSource, open_video
+
+Frames = str | os.PathLike | VideoSource | np.ndarray | Iterable[np.ndarray]
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """Return ``texts`` as a list after checking it is a non-empty list of distinct, non-blank sentences.
+
+    Raises:
+        InputError: naming the offending sentence.
+    """
+    if isinstance(texts, str) or not texts:
+        raise InputError(f"texts: expected a non-empty list of sentences, got {texts!r}")
+    texts = list(texts)
+    for index, text in enumerate(texts, start=1):
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"texts: sentence {index} is empty; expected a non-empty sentence")
+    duplicates = sorted({text for text in texts if texts.count(text) > 1})
+    if duplicates:
+        raise InputError(f"texts: sentence {duplicates[0]!r} is given twice; results are keyed by sentence")
+    return texts
+
+
+def fit_size(height: int, width: int, box: Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Size a frame is resized to and the padded size the model sees.
+
+    The frame is scaled (up or down) to fit inside ``box`` = (H_box, W_box) keeping its aspect ratio, then
+    padded right/bottom to multiples of 32 (the image encoder's stride). A 480×854 DAVIS frame in a
+    480×864 box stays 480×854 and is padded to 480×864.
+
+    Returns:
+        ((resized_h, resized_w), (padded_h, padded_w)).
+    """
+    scale = min(box[0] / height, box[1] / width)
+    resized = (max(1, round(height * scale)), max(1, round(width * scale)))
+    padded = (math.ceil(resized[0] / 32) * 32, math.ceil(resized[1] / 32) * 32)
+    return resized, padded
+
+
+def label_map(logits: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """Merge per-sentence logits into one id map: the highest-scoring sentence wins each pixel.
+
+    Args:
+        logits: float (K, H, W), sentence k-1 gives object id k.
+        threshold: a pixel is background (0) where no sentence's logit exceeds it.
+
+    Returns:
+        uint8 (H, W) with values 0..K.
+    """
+    if logits.ndim != 3 or not 1 <= logits.shape[0] <= 255:
+        raise InputError(f"logits: expected (K, H, W) with 1 <= K <= 255, got shape {logits.shape}")
+    ids = logits.argmax(axis=0).astype(np.uint8) + 1
+    ids[logits.max(axis=0) <= threshold] = 0
+    return ids
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Parse a device name; InputError for an unknown name or CUDA requested where there is none."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device: '{device}' is not a device; expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device: '{device}' requested but CUDA is not available")
+    return device
+
+
+class VideoSegmenter:
+    """Segment the objects described by K sentences in a video with a YOFO model.
+
+    Args:
+        model: a :class:`yofo.model.yofo.YOFO`; it is moved to ``device`` and put in eval mode.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch.device; None keeps the model's device.
+        threshold: masks are ``logit > threshold`` (0.0 is probability 0.5, brief §2.6).
+        input_size: (H, W) box frames are fitted into; None uses the model's ``input_size``.
+    """
+
+    def __init__(
+        self,
+        model: YOFO,
+        device: str | torch.device | None = None,
+        threshold: float = 0.0,
+        input_size: Sequence[int] | None = None,
+    ) -> None:
+        self.device = resolve_device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.threshold = float(threshold)
+        self.input_size = tuple(input_size if input_size is not None else model.cfg.input_size)
+        if len(self.input_size) != 2 or min(self.input_size) < 32:
+            raise InputError(f"input_size: {list(self.input_size)} must be (H, W), both at least 32")
+        self.texts: list[str] = []
+        self._state: StreamState | None = None
+        self._frame_size: tuple[int, int] | None = None
+
+    @property
+    def state(self) -> StreamState | None:
+        """The model's stream state of the current video (memory FIFO, filters); None before :meth:`start`."""
+        return self._state
+
+    @torch.inference_mode()
+    def start(self, texts: Sequence[str]) -> None:
+        """Begin a video: encode the K sentences once and reset the model's memory.
+
+        Raises:
+            InputError: empty list, an empty sentence or a sentence given twice.
+        """
+        self.texts = check_texts(texts)
+        self._state = self.model.start(self.model.encode_text(self.texts))
+        self._frame_size = None
+
+    @torch.inference_mode()
+    def step_logits(self, frame: np.ndarray) -> np.ndarray:
+        """Segment the next frame of the video begun by :meth:`start`.
+
+        Args:
+            frame: uint8 RGB (H, W, 3); every frame of a video has the size of the first.
+
+        Returns:
+            float32 logits (K, H, W) at the frame's resolution, sentence order as given to :meth:`start`.
+        """
+        if self._state is None:
+            raise InputError("step: call start(texts) before the first frame")
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise InputError(f"frame: expected uint8 RGB (H, W, 3), got {frame.dtype} of shape {frame.shape}")
+        if self._frame_size is None:
+            self._frame_size = frame.shape[:2]
+        elif frame.shape[:2] != self._frame_size:
+            raise InputError(f"frame: size {frame.shape[:2]} differs from the video's first frame {self._frame_size}")
+        resized, padded = fit_size(*self._frame_size, self.input_size)
+        logits = self.model.step(self._preprocess(frame, resized, padded), self._state)  # (K, 1, Hp, Wp)
+        return self._postprocess(logits[:, 0], resized).cpu().numpy()
+
+    def step(self, frame: np.ndarray) -> dict[str, np.ndarray]:
+        """Segment the next frame: ``{text: bool (H, W)}``, mask = logit > threshold."""
+        logits = self.step_logits(frame)
+        return {text: logits[k] > self.threshold for k, text in enumerate(self.texts)}
+
+    def segment(self, frames: Frames, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Segment a whole video.
+
+        Args:
+            frames: a path (video file, folder of frames, image), a :class:`VideoSource`, a uint8 array
+                (T, H, W, 3) or an iterable of uint8 RGB frames (H, W, 3). Paths are decoded lazily.
+            texts: K distinct sentences.
+
+        Returns:
+            ``{text: bool (T, H, W)}`` at the video's own resolution.
+        """
+        if isinstance(frames, (str, os.PathLike)):
+            frames = open_video(frames)
+        elif isinstance(frames, np.ndarray) and frames.ndim != 4:
+            raise InputError(f"frames: expected a uint8 array (T, H, W, 3), got shape {frames.shape}")
+        self.start(texts)
+        masks: list[list[np.ndarray]] = [[] for _ in self.texts]
+        for frame in frames:
+            logits = self.step_logits(frame)
+            for k, per_text in enumerate(masks):
+                per_text.append(logits[k] > self.threshold)
+        if not masks[0]:
+            raise InputError("frames: the video has no frames")
+        return {text: np.stack(per_text) for text, per_text in zip(self.texts, masks)}
+
+    def _preprocess(self, frame: np.ndarray, resized: tuple[int, int], padded: tuple[int, int]) -> Tensor:
+        """uint8 (H, W, 3) -> normalised float (1, 3, Hp, Wp) on the model's device."""
+        # torch.tensor copies: decoded frames may be read-only arrays, which from_numpy warns about
+        image = torch.tensor(frame, device=self.device).permute(2, 0, 1)[None].float().div_(255)
+        if image.shape[-2:] != resized:
+            image = F.interpolate(image, size=resized, mode="bilinear", align_corners=False, antialias=True)
+        # Pad after normalising: zeros are the ImageNet mean colour, the most neutral filler for the encoder.
+        image = normalize(image)
+        return F.pad(image, (0, padded[1] - resized[1], 0, padded[0] - resized[0]))
+
+    def _postprocess(self, logits: Tensor, resized: tuple[int, int]) -> Tensor:
+        """(K, Hp, Wp) logits -> (K, H, W) float32 at the frame's size: un-pad, bilinear resize."""
+        logits = logits[:, : resized[0], : resized[1]].float()
+        if resized != self._frame_size:
+            logits = F.interpolate(logits[None], size=self._frame_size, mode="bilinear", align_corners=False)[0]
+        return logits
