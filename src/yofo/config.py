@@ -92,6 +92,13 @@ class DatasetSpec:
     root: str = ""
     split: str = "train"
     weight: float = 1.0  # sampling probability, normalised over the list
+    test_meta: str = ""  # ytvos: a test meta_expressions.json whose videos are left out (brief §6.2)
+    annotators: list[int] = field(default_factory=lambda: [1, 2])  # davis: Khoreva annotators
+    expressions: str = "all"  # davis: first_frame | full_video | all (train on all, brief §7.14)
+    gt: str = "semi"  # davis: semi (Annotations) | unsupervised (Annotations_unsupervised)
+    dataset: str = "refcoco"  # refcoco: refcoco | refcoco+ | refcocog
+    split_by: str = ""  # refcoco: unc | umd | google; "" = unc, or umd for refcocog (brief §6.3)
+    images: str = ""  # refcoco: COCO train2014 folder; "" = ROOT/images/mscoco/images/train2014
 
 
 @dataclass
@@ -111,17 +118,33 @@ class DataConfig:
     num_frames: int = 4  # T frames per clip
     max_gap: int = 100  # window the frames are drawn from
     num_workers: int = 0
+    cache_mb: int = 512  # decoded, resized frames and masks kept per loader process (0 = no cache)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 # --------------------------------------------------------------------------------------------- train
 @dataclass
+class GroupLrConfig:
+    """Learning rate of each parameter group as a multiple of the stage's ``lr`` (brief §2.7)."""
+
+    reg: float = 1.0  # ρ of the Eq. (1) solver
+    phi: float = 1.0  # Φ, the target-model feature conv
+    feature_mining: float = 1.0  # FM, which takes the place of LWL's label encoder
+    text_proj: float = 1.0  # projections of z_1..z_3 (always trained)
+    decoder: float = 1.0
+    image_encoder: float = 1.0  # layer2-4, trained when the stage has train_encoders
+    text_encoder: float = 1.0  # the transformer, trained when train_encoders and text_encoder.store_weights
+
+
+@dataclass
 class StageConfig:
     epochs: int = 70
     lr: float = 2e-4
-    milestones: list[int] = field(default_factory=lambda: [40])  # epochs where lr *= gamma
+    milestones: list[int] = field(default_factory=lambda: [40])  # epochs (from the stage start) where lr *= gamma
     gamma: float = 0.2
     train_encoders: bool = False  # stage 1 freezes the image and text encoders
+    # LWL stage 1 with base 2e-4: ρ 1e-4, Φ 2e-5, decoder 1e-4, label encoder (FM) 2e-4 (brief §2.7)
+    group_lr: GroupLrConfig = field(default_factory=lambda: GroupLrConfig(reg=0.5, phi=0.1, decoder=0.5))
 
 
 @dataclass
@@ -132,13 +155,14 @@ class TrainConfig:
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(
         default_factory=lambda: StageConfig(
-            epochs=80, lr=2e-5, milestones=[25, 75], gamma=0.2, train_encoders=True
+            epochs=80, lr=2e-5, milestones=[25, 75], gamma=0.2, train_encoders=True, group_lr=GroupLrConfig()
         )
-    )
+    )  # LWL stage 2: every group at 2e-5 (brief §2.7)
     loss_weight: float = 100.0  # ×100 Lovász-Sigmoid, batch-pooled (brief §4.3)
     amp: str = "bf16"  # bf16 | fp16 | none; used on CUDA only, CPU trains in fp32
     checkpoint_every: int = 1000  # steps
     log_every: int = 10  # steps
+    overfit: int = 0  # > 0: train on clips 0..N-1 only, over and over (checks that the model can fit them)
 
 
 @dataclass
@@ -173,7 +197,9 @@ def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
         valid = ", ".join(_valid_keys(node, parent + "." if parent else "")) if isinstance(node, DictConfig) else ""
         raise ConfigError(f"{source}: unknown config key '{key}'; valid keys: {valid}") from None
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{source}: {str(err).splitlines()[0]}") from None
+        key = getattr(err, "full_key", None)
+        where = f"{source}: {key}" if key else source
+        raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:

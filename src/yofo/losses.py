@@ -32,9 +32,9 @@ def _lovasz_rows(errors: Tensor, foreground: Tensor, valid: Tensor) -> Tensor:
     """Lovász extension of the Jaccard loss, one value per row (brief §4.1).
 
     Each row is sorted by decreasing error with invalid pixels moved to the end, so that every cumulative sum
-    over the valid prefix is the one of the valid pixels alone; past that prefix the Jaccard gradient is 0
-    and invalid errors are masked out. A row without valid pixels gives 0 with zero gradient, as the
-    reference. The sort key is detached: the permutation is a constant of the gradient, as in the reference.
+    over the valid prefix is the one of the valid pixels alone; past that prefix the errors are masked out.
+    A row without valid pixels gives 0 with zero gradient, as the reference. The sort key is detached: the
+    permutation is a constant of the gradient, as in the reference.
 
     Args:
         errors: ``(N, P)`` errors, differentiable.
@@ -48,13 +48,12 @@ def _lovasz_rows(errors: Tensor, foreground: Tensor, valid: Tensor) -> Tensor:
     order = key.argsort(dim=1, descending=True)
     errors_sorted = errors.gather(1, order)
     valid_sorted = valid.gather(1, order)
-    fg_sorted = (foreground & valid).gather(1, order).to(errors.dtype)
-    bg_sorted = (~foreground & valid).gather(1, order).to(errors.dtype)
+    # Pixel counts in at least float32 (exact up to 2^24 pixels), also when the errors are half precision.
+    fg_sorted = (foreground & valid).gather(1, order).to(torch.promote_types(errors.dtype, torch.float32))
     n_fg = fg_sorted.sum(dim=1, keepdim=True)
     intersection = n_fg - fg_sorted.cumsum(dim=1)
-    union = n_fg + bg_sorted.cumsum(dim=1)
-    # union = 0 only before the first valid pixel of a row with none; there intersection = 0 too, so J = 1.
-    jaccard = 1.0 - intersection / union.clamp_min(1.0)
+    union = n_fg + (1.0 - fg_sorted).cumsum(dim=1)  # ≥ 1 from the first position on: never 0 / 0
+    jaccard = 1.0 - intersection / union
     grad = torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
     return (errors_sorted.masked_fill(~valid_sorted, 0.0) * grad).sum(dim=1)
 
@@ -79,6 +78,8 @@ def lovasz_hinge(logits: Tensor, labels: Tensor, per_image: bool = True, ignore:
     if not per_image:
         logits, foreground, valid = logits.reshape(1, -1), foreground.reshape(1, -1), valid.reshape(1, -1)
     signs = 2.0 * foreground.to(logits.dtype) - 1.0
+    # The reference ranks the errors before the ReLU. Ranking after it only reorders the zero errors, which
+    # come last either way and add nothing to the value or the gradient.
     errors = torch.relu(1.0 - logits * signs)
     return _lovasz_rows(errors, foreground, valid).mean()
 

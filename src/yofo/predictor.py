@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from yofo.engine.distributed import resolve_device
 from yofo.errors import InputError
 from yofo.model.image_encoder import normalize
 from yofo.model.yofo import YOFO, StreamState
@@ -85,23 +86,13 @@ def label_map(logits: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     return ids
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Parse a device name; InputError for an unknown name or CUDA requested where there is none."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device: '{device}' is not a device; expected cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device: '{device}' requested but CUDA is not available")
-    return device
-
-
 class VideoSegmenter:
     """Segment the objects described by K sentences in a video with a YOFO model.
 
     Args:
         model: a :class:`yofo.model.yofo.YOFO`; it is moved to ``device`` and put in eval mode.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch.device; None keeps the model's device.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch.device;
+            None keeps the model's device.
         threshold: masks are ``logit > threshold`` (0.0 is probability 0.5, brief §2.6).
         input_size: (H, W) box frames are fitted into; None uses the model's ``input_size``.
     """
@@ -113,7 +104,10 @@ class VideoSegmenter:
         threshold: float = 0.0,
         input_size: Sequence[int] | None = None,
     ) -> None:
-        self.device = resolve_device(device) if device is not None else next(model.parameters()).device
+        if device is None:
+            self.device = next(model.parameters()).device
+        else:
+            self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.model = model.to(self.device).eval()
         self.threshold = float(threshold)
         self.input_size = tuple(input_size if input_size is not None else model.cfg.input_size)

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlay", action="store_true", help="also write overlay.mp4 with coloured masks")
     parser.add_argument("--stride", type=int, default=1, help="segment every N-th frame (default 1)")
     parser.add_argument("--threshold", type=float, default=0.0, help="mask = logit > threshold (default 0)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,5 +63,6 @@ def run(args: argparse.Namespace) -> int:
             if count == 0:
                 raise VideoError(f"{args.video}: no frames could be decoded")
     seconds = time.perf_counter() - start
-    print(f"segmented {count} frames x {len(texts)} sentences in {seconds:.1f} s: {count / seconds:.2f} frames/s -> {args.out}")
+    print(f"segmented {count} frames x {len(texts)} sentences in {seconds:.1f} s "
+          f"({count / seconds:.2f} frames/s) -> {args.out}")
     return 0

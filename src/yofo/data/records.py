@@ -142,16 +142,19 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
         with Image.open(path) as image:
             if image.mode not in ("P", "L", "1"):
                 raise DatasetError(f"{path}: mask is a {image.mode} image, expected a palette or grayscale PNG")
-            if image.mode == "1":
-                image = image.convert("L")
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.NEAREST)
-            ids = np.asarray(image, dtype=np.uint8)
+            ids = np.asarray(image.convert("L") if image.mode == "1" else image, dtype=np.uint8)
     except FileNotFoundError:
         raise DatasetError(f"{path}: mask file not found") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DatasetError(f"{path}: cannot read mask ({err})") from None
-    return ids
+    return ids if size is None else resize_labels(ids, size)
+
+
+def resize_labels(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a uint8 label map (h, w) to ``size`` = (H, W) by nearest neighbour (labels never blend)."""
+    if ids.shape == tuple(size):
+        return ids
+    return np.asarray(Image.fromarray(ids).resize((size[1], size[0]), Image.NEAREST))
 
 
 def read_json(path: Path) -> Any:

@@ -153,7 +153,7 @@ def _trajectory(rng: np.random.Generator, motion: str, radius: float, frames: in
         turn = rng.uniform(0.35, 0.65)
         span = inner_x[1] - inner_x[0]
         low_speed = 0.25 * width / min(turn, 1 - turn)  # both legs travel at least a quarter of the width
-        high_speed = span / max(turn, 1 - turn)  # ... and stay inside the frame
+        high_speed = min(1.3 * low_speed, span / max(turn, 1 - turn))  # ... and stay inside the frame
         speed = rng.uniform(low_speed, max(low_speed, high_speed))
         if rng.random() < 0.5:  # turn at the right wall
             x = inner_x[1] - speed * np.abs(t - turn)
@@ -223,9 +223,11 @@ def _visible_centroids(objects: list[SceneObject], labels: np.ndarray) -> tuple[
 
 
 def _well_visible(areas: np.ndarray, silhouettes: np.ndarray) -> bool:
-    """Every object shows at least a quarter of its full area in at least 3/4 of the frames."""
+    """Every object shows at least a quarter of its area in 3/4 of the frames, and almost all of it (95%)
+    in at least one frame, so that its shape, size and stillness can be seen."""
     full = silhouettes.sum(axis=(2, 3)).max(axis=1, keepdims=True)
-    return bool(((areas >= 0.25 * full).mean(axis=1) >= 0.75).all())
+    mostly = (areas >= 0.25 * full).mean(axis=1) >= 0.75
+    return bool((mostly & (areas >= 0.95 * full).any(axis=1)).all())
 
 
 # ---------------------------------------------------------------------------------------- expressions
@@ -440,7 +442,7 @@ def synthesize(
         frames: frames per video (>= 6, so that motion and bounces show).
         options: difficulty knobs (:class:`SynthOptions`).
         overwrite: replace an earlier synthetic benchmark at ``out``.
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (when stderr is a terminal).
 
     Returns:
         statistics: ``videos`` per split, ``frames``, ``objects``, ``expressions``, ``kinds`` (count per
@@ -470,7 +472,7 @@ def synthesize(
     stats: dict[str, Any] = {"videos": {"train": train, "valid": valid}, "frames": 0, "objects": 0, "expressions": 0}
     kinds: dict[str, int] = {}
     distractors = 0
-    with atomic_output_dir(out) as root, tqdm(total=train + valid, unit="video", disable=not progress) as bar:
+    with atomic_output_dir(out) as root, tqdm(total=train + valid, unit="video", disable=None if progress else True) as bar:
         settings = {"generator": "yofo synth", "seed": seed, "size": [height, width], "frames": frames}
         _write_json(root / "synth.json", {**settings, "train": train, "valid": valid, "options": asdict(options)})
         for split_index, (split, count) in enumerate(zip(SPLITS, (train, valid))):

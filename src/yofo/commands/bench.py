@@ -1,0 +1,286 @@
+"""``yofo bench``: speed and memory of streaming inference.
+
+    yofo bench --config paper --size 384x640 --frames 32 --objects 1,4 --json
+
+measures in one run (frames synthesised on the fly, never held in memory):
+
+* the image encoder alone, ms per frame;
+* the full pipeline (:class:`yofo.predictor.VideoSegmenter` ``step``: pre-processing, model, un-padding and
+  resizing the logits) for each number of sentences K, ms per frame, with a split per component;
+* the peak resident memory of streaming a short and a long video, each in a fresh process (``ru_maxrss``
+  only grows within a process).
+
+Warm-up frames are not timed; the first frame of a video runs the long solver schedule (brief §2.4), so the
+figures are the steady state. Text encoding runs once per sentence per video and is not part of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import numpy as np
+
+from yofo.errors import ConfigError, InputError
+
+HELP = "measure inference speed (image encoder, full pipeline per number of sentences) and peak memory"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must list positive integers")
+    return values
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not of the form HxW, e.g. 384x640") from None
+    if min(height, width) < 32:
+        raise argparse.ArgumentTypeError(f"'{text}': height and width must be at least 32")
+    return height, width
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.memory.size=1")
+    parser.add_argument("--config", default="paper", help="config name or YAML path (default paper; random weights)")
+    parser.add_argument("--checkpoint", help="benchmark this checkpoint instead of a randomly initialised --config")
+    parser.add_argument("--size", type=_size, default=(384, 640), help="frame size HxW (default 384x640)")
+    parser.add_argument("--frames", type=int, default=32, help="timed frames per measurement (default 32)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed frames before each measurement (default 2)")
+    parser.add_argument("--objects", type=_int_list, default=[1, 4], help="numbers of sentences (default 1,4)")
+    parser.add_argument(
+        "--memory-frames", type=_int_list, default=[32, 256],
+        help="video lengths for peak memory, each in a fresh process (default 32,256)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """What to build and how to feed it; picklable, so child processes rebuild the same model."""
+
+    config: str
+    overrides: tuple[str, ...]
+    checkpoint: str | None
+    size: tuple[int, int]
+    device: str
+
+
+def build_bench_model(spec: BenchSpec):
+    """Build the model to measure; returns ``(model, text_encoder_name, note)``.
+
+    Random weights from ``spec.config`` unless a checkpoint is given. When the configured text encoder is
+    not available offline (``paper`` names bert-base-uncased), the bundled all-MiniLM-L6-v2 replaces it:
+    the text encoder runs once per sentence per video, so the per-frame figures do not depend on it.
+    """
+    from yofo.config import load_config
+    from yofo.engine.checkpoint import load_model
+    from yofo.model.text_encoder import BUNDLED
+    from yofo.model.yofo import build_model
+
+    if spec.checkpoint:
+        model = load_model(spec.checkpoint)
+        return model, model.cfg.text_encoder.name, ""
+    cfg = load_config(spec.config, spec.overrides).model
+    try:
+        return build_model(cfg), cfg.text_encoder.name, ""
+    except ConfigError as err:
+        if not str(err).startswith("model.text_encoder.name") or cfg.text_encoder.name == BUNDLED:
+            raise
+    note = (f"text encoder '{cfg.text_encoder.name}' is not available locally; using the bundled {BUNDLED} "
+            f"(text is encoded once per sentence, outside the per-frame figures)")
+    cfg.text_encoder.name = BUNDLED
+    return build_model(cfg), BUNDLED, note
+
+
+def synthetic_frames(size: tuple[int, int], count: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Yield ``count`` uint8 RGB frames (H, W, 3), one at a time: a random texture sliding sideways."""
+    base = np.random.default_rng(seed).integers(0, 256, size=(*size, 3), dtype=np.uint8)
+    for t in range(count):
+        yield np.roll(base, 8 * t, axis=1)
+
+
+def sentences(count: int) -> list[str]:
+    """``count`` distinct sentences."""
+    return [f"the object number {k} moving to the left" for k in range(1, count + 1)]
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def timed_components(model) -> Iterator[dict[str, float]]:
+    """Accumulate wall time per model component while the block runs: ``{name: seconds}``.
+
+    Per frame (shared by the sentences): image encoder, Φ, the image-only parts of feature mining and
+    the decoder. Per frame × sentence: feature mining's Y/W, the solver, the rest of the decoder.
+    """
+    targets = [
+        ("image_encoder", model.image_encoder, "forward"),
+        ("fm_image_part", model.feature_mining, "image_part"),
+        ("fm_text_part", model.feature_mining, "forward"),
+        ("decoder_image_part", model.decoder, "image_part"),
+        ("decoder_text_part", model.decoder, "forward"),
+    ]
+    if model.meta_transfer is not None:
+        targets += [("phi", model.meta_transfer, "features"), ("solver", model.meta_transfer, "solve")]
+    totals = {name: 0.0 for name, _, _ in targets}
+
+    def wrap(name, method):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            out = method(*args, **kwargs)
+            totals[name] += time.perf_counter() - start
+            return out
+
+        return timed
+
+    for name, module, attr in targets:  # instance attributes shadow the class's methods until deleted
+        object.__setattr__(module, attr, wrap(name, getattr(module, attr)))
+    try:
+        yield totals
+    finally:
+        for _, module, attr in targets:
+            object.__delattr__(module, attr)
+
+
+def time_image_encoder(model, size: tuple[int, int], frames: int, warmup: int, device) -> float:
+    """ms per frame of the image encoder alone on a normalised (1, 3, H, W) input padded to multiples of 32."""
+    import torch
+
+    from yofo.predictor import fit_size
+
+    _, padded = fit_size(*size, size)
+    image = torch.randn(1, 3, *padded, device=device)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model.image_encoder(image)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(frames):
+            model.image_encoder(image)
+        _sync(device)
+    return (time.perf_counter() - start) / frames * 1000
+
+
+def time_pipeline(segmenter, size: tuple[int, int], objects: int, frames: int, warmup: int) -> tuple[float, dict]:
+    """ms per frame of ``segmenter.step_logits`` with ``objects`` sentences, and ms per frame per component."""
+    segmenter.start(sentences(objects))
+    video = synthetic_frames(size, warmup + frames)
+    for frame in (next(video) for _ in range(warmup)):
+        segmenter.step_logits(frame)
+    with timed_components(segmenter.model) as totals:
+        _sync(segmenter.device)
+        start = time.perf_counter()
+        for frame in video:
+            segmenter.step_logits(frame)
+        _sync(segmenter.device)
+        elapsed = time.perf_counter() - start
+    components = {name: seconds / frames * 1000 for name, seconds in totals.items()}
+    components["other"] = elapsed / frames * 1000 - sum(components.values())  # pre/post-processing, T(Φ; θ)
+    return elapsed / frames * 1000, components
+
+
+def peak_rss_child(spec: dict, objects: int, length: int) -> float:
+    """In a fresh process: stream ``length`` frames with ``objects`` sentences; peak RSS in MB."""
+    from yofo.predictor import VideoSegmenter
+
+    spec = BenchSpec(**spec)
+    model, _, _ = build_bench_model(spec)
+    segmenter = VideoSegmenter(model, device=spec.device, input_size=spec.size)
+    segmenter.start(sentences(objects))
+    for frame in synthetic_frames(spec.size, length):
+        segmenter.step_logits(frame)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure_peak_rss(spec: BenchSpec, objects: int, lengths: list[int]) -> dict[str, float]:
+    """Peak RSS (MB) of :func:`peak_rss_child` for each video length, each in its own spawned process.
+
+    The processes run concurrently (only wall time is shared; each reports its own peak) and are never
+    reused (``max_tasks_per_child=1``), so no figure carries another run's peak.
+    """
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(lengths), mp_context=context, max_tasks_per_child=1) as pool:
+        futures = {length: pool.submit(peak_rss_child, asdict(spec), objects, length) for length in lengths}
+        return {str(length): future.result() for length, future in futures.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    from yofo.engine.distributed import resolve_device
+    from yofo.predictor import VideoSegmenter
+
+    if args.frames < 1 or args.warmup < 0:
+        raise InputError(f"--frames {args.frames} must be >= 1 and --warmup {args.warmup} >= 0")
+    resolve_device(args.device)  # a bad device fails here, not in a child process
+    spec = BenchSpec(args.config, tuple(args.overrides), args.checkpoint, args.size, args.device)
+    log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else print
+
+    import torch
+
+    model, text_encoder, note = build_bench_model(spec)
+    segmenter = VideoSegmenter(model, device=args.device, input_size=args.size)
+    if note:
+        log(f"note: {note}")
+    log(f"timing the image encoder ({args.frames} frames)")
+    encoder_ms = time_image_encoder(model, args.size, args.frames, args.warmup, segmenter.device)
+    pipeline, components = {}, {}
+    for objects in args.objects:
+        log(f"timing the pipeline with {objects} sentence(s) ({args.frames} frames)")
+        pipeline[str(objects)], components[str(objects)] = time_pipeline(
+            segmenter, args.size, objects, args.frames, args.warmup
+        )
+    memory_objects = min(args.objects)
+    log(f"peak memory of {', '.join(map(str, args.memory_frames))}-frame videos with {memory_objects} "
+        f"sentence(s), each in a new process")
+    peak = measure_peak_rss(spec, memory_objects, args.memory_frames)
+
+    result = {
+        "config": args.checkpoint or args.config,
+        "text_encoder": text_encoder,
+        "text_encoder_note": note,
+        "device": str(segmenter.device),
+        "threads": torch.get_num_threads(),
+        "size": list(args.size),
+        "frames": args.frames,
+        "warmup": args.warmup,
+        "image_encoder_ms": encoder_ms,
+        "pipeline_ms": pipeline,
+        "pipeline_fps": {k: 1000 / v for k, v in pipeline.items()},
+        "pipeline_vs_image_encoder": {k: v / encoder_ms for k, v in pipeline.items()},
+        "components_ms": components,
+        "memory_objects": memory_objects,
+        "peak_rss_mb": peak,
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"{result['config']} at {args.size[0]}x{args.size[1]} on {result['device']} "
+          f"({result['threads']} threads), text encoder {text_encoder}")
+    print(f"image encoder alone: {encoder_ms:8.1f} ms/frame")
+    for k, ms in pipeline.items():
+        split = ", ".join(f"{name} {value:.1f}" for name, value in components[k].items())
+        print(f"pipeline, {k:>2} sentence(s): {ms:8.1f} ms/frame  {1000 / ms:6.2f} frames/s  "
+              f"{ms / encoder_ms:4.2f}x encoder  [{split}]")
+    for length, mb in peak.items():
+        print(f"peak RSS, {length:>4} frames: {mb:8.1f} MB")
+    return 0

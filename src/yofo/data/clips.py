@@ -1,0 +1,174 @@
+"""Training clips: T frames of one video (or T warped copies of one image) with one expression's masks.
+
+    dataset = ClipDataset(cfg, seed=0)         # cfg: the full config (uses cfg.data, cfg.model.input_size)
+    item = dataset[step * batch_size + k]      # a pure function of (seed, index)
+    item["frames"]  # float32 (T, 3, H, W) in [0, 1]
+    item["masks"]   # float32 (T, 1, H, W), 1 on the referred object
+    item["valid"]   # float32 (T, 1, H, W), 0 on void, erased and out-of-image pixels
+    item["text"], item["source"]              # "ytvos:<video>:<exp_id>", "refcoco:<image>:<ref>:<sent>"
+
+Sampling (paper §4.1, brief §2.7 and §7.12–13): a dataset is chosen by its weight, then an expression
+uniformly within it. Video clips take T frames in temporal order, distinct when possible, from a window of
+``max_gap + 1`` consecutive annotated frames; a draw where the target is absent from every frame is redrawn
+(a few times). Image clips repeat the image T times, each copy with its own random affine.
+
+Every index has its own generator, ``numpy.random.Generator(PCG64([seed, index]))``, used for every choice
+including the augmentation, so an item never depends on which items were drawn before. That makes
+training resumable from a step count and shardable over DDP ranks (rank r takes indices r, r + W, ...).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import Dataset
+
+from yofo.data.augment import augment_clip
+from yofo.data.load import as_spec, load_dataset
+from yofo.data.records import VOID, ImageRef, Video, read_frame, read_mask, resize_labels
+from yofo.errors import DatasetError
+
+_REDRAWS = 5  # redraws of a video clip whose frames all miss the target
+
+
+class _Cache:
+    """A least-recently-used cache of arrays bounded by total bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
+
+    def get(self, key: Any, load: Callable[[], np.ndarray]) -> np.ndarray:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = load()
+        if value.nbytes <= self.max_bytes:
+            self._items[key] = value
+            self.bytes += value.nbytes
+            while self.bytes > self.max_bytes:
+                self.bytes -= self._items.popitem(last=False)[1].nbytes
+        return value
+
+
+class ClipDataset(Dataset):
+    """Map-style dataset of augmented training clips; see the module docstring.
+
+    Args:
+        cfg: the full config. ``cfg.data.root`` (one Ref-YouTube-VOS-layout folder, split train) takes
+            precedence over ``cfg.data.datasets`` (several :class:`yofo.config.DatasetSpec` with weights).
+        seed: base seed; item ``i`` is a function of ``(seed, i)`` only.
+        length: what ``len()`` reports (the sampler decides how many items are drawn).
+
+    Raises:
+        DatasetError: no dataset configured, unset or missing root, unreadable files, or a dataset without
+            any expression that has an object id and a masked frame.
+    """
+
+    def __init__(self, cfg: DictConfig, seed: int, length: int = 10**9) -> None:
+        data = cfg.data
+        self.seed = int(seed)
+        self.length = int(length)
+        self.size = (int(cfg.model.input_size[0]), int(cfg.model.input_size[1]))
+        self.num_frames = int(data.num_frames)
+        self.max_gap = int(data.max_gap)
+        self.augment = data.augment
+        if data.root:
+            specs = [as_spec({"format": "ytvos", "root": data.root, "split": "train"}, "data")]
+        elif data.datasets:
+            specs = [as_spec(spec, f"data.datasets.{i}") for i, spec in enumerate(data.datasets)]
+        else:
+            raise DatasetError("no training data: set data.root (a Ref-YouTube-VOS-layout folder) or data.datasets")
+        self.names: list[str] = []
+        self.records: list[list[Video] | list[ImageRef]] = []
+        self.samples: list[list[tuple[int, int]]] = []  # per dataset: (record index, expression index)
+        for spec in specs:
+            records = load_dataset(spec)
+            samples = [
+                (r, e)
+                for r, record in enumerate(records)
+                for e, expression in enumerate(record.sentences if isinstance(record, ImageRef) else record.expressions)
+                if expression.obj_id is not None
+                and (isinstance(record, ImageRef) or any(path is not None for path in record.mask_paths))
+            ]
+            if not samples:
+                raise DatasetError(f"{spec.root}: split '{spec.split}' has no expression with an object id and masks")
+            self.names.append(spec.format)
+            self.records.append(records)
+            self.samples.append(samples)
+        weights = np.array([spec.weight for spec in specs], dtype=np.float64)
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise DatasetError(f"data.datasets: weights {weights.tolist()} must be >= 0 with a positive sum")
+        self.weights = weights / weights.sum()
+        self._cache = _Cache(int(data.cache_mb) * 2**20)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        # Clip tensors are small: intra-op threads cost more than they save (much more when the cores are
+        # busy with the training step), so one item is built on one thread, as in DataLoader workers.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._item(index)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _item(self, index: int) -> dict[str, Any]:
+        rng = np.random.Generator(np.random.PCG64([self.seed, int(index)]))
+        which = int(rng.choice(len(self.weights), p=self.weights))
+        record_index, expression_index = self.samples[which][rng.integers(len(self.samples[which]))]
+        record = self.records[which][record_index]
+        if isinstance(record, ImageRef):
+            expression = record.sentences[expression_index]
+            frames, masks, valid = self._image_clip(record)
+            source = f"{self.names[which]}:{record.image_id}:{record.ref_id}:{expression.exp_id}"
+        else:
+            expression = record.expressions[expression_index]
+            frames, masks, valid = self._video_clip(record, expression.obj_id, rng)
+            source = f"{self.names[which]}:{record.name}:{expression.exp_id}"
+        frames, masks, valid, text = augment_clip(
+            frames, masks, valid, expression.text, rng, self.augment, from_image=isinstance(record, ImageRef)
+        )
+        return {"frames": frames, "masks": masks, "valid": valid, "text": text, "source": source}
+
+    def _frame(self, path: Any) -> np.ndarray:
+        return self._cache.get(("frame", path), lambda: read_frame(path, self.size))
+
+    def _mask(self, path: Any) -> np.ndarray:
+        return self._cache.get(("mask", path), lambda: read_mask(path, self.size))
+
+    def _video_clip(self, video: Video, obj_id: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """Frames (T, 3, H, W), target (T, 1, H, W) and valid (T, 1, H, W) of a clip of ``video``."""
+        annotated = [t for t, path in enumerate(video.mask_paths) if path is not None]
+        for _ in range(_REDRAWS):
+            start = int(rng.integers(0, max(1, len(annotated) - self.max_gap)))
+            window = annotated[start : start + self.max_gap + 1]
+            chosen = np.sort(rng.choice(len(window), size=self.num_frames, replace=len(window) < self.num_frames))
+            picked = [window[i] for i in chosen]
+            ids = np.stack([self._mask(video.mask_paths[t]) for t in picked])
+            if (ids == obj_id).any():
+                break
+        images = np.stack([self._frame(video.frame_paths[t]) for t in picked])
+        return _to_tensors(images, ids == obj_id, ids != VOID)
+
+    def _image_clip(self, ref: ImageRef) -> tuple[torch.Tensor, ...]:
+        """One image and its mask repeated T times (the affine warp is part of the augmentation)."""
+        image = self._frame(ref.image_path)
+        mask = self._cache.get(("ref", ref.ref_id), lambda: resize_labels(ref.mask(), self.size))
+        images = np.repeat(image[None], self.num_frames, axis=0)
+        target = np.repeat(mask[None] > 0, self.num_frames, axis=0)
+        return _to_tensors(images, target, np.ones_like(target))
+
+
+def _to_tensors(images: np.ndarray, target: np.ndarray, valid: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """uint8 (T, H, W, 3) and bool (T, H, W) arrays -> float tensors (T, 3, H, W), (T, 1, H, W), (T, 1, H, W)."""
+    frames = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+    masks = torch.from_numpy(target.astype(np.float32))[:, None]
+    return frames, masks, torch.from_numpy(valid.astype(np.float32))[:, None]

@@ -1,0 +1,55 @@
+"""One entry point for every dataset format: a :class:`yofo.config.DatasetSpec` in, records out.
+
+    spec = DatasetSpec(format="davis", root="/data/DAVIS", split="val", annotators=[1], expressions="first_frame")
+    videos = load_dataset(spec)            # list[Video]; RefCOCO gives list[ImageRef]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from yofo.config import DatasetSpec
+from yofo.data.davis import load_davis
+from yofo.data.records import ImageRef, Video
+from yofo.data.refcoco import load_refcoco
+from yofo.data.ytvos import load_ytvos
+from yofo.errors import DatasetError
+
+FORMATS = ("ytvos", "davis", "refcoco")
+
+
+def as_spec(spec: DatasetSpec | DictConfig | dict[str, Any], where: str = "dataset") -> DatasetSpec:
+    """A :class:`DatasetSpec` from a config node or dict; DatasetError when the root is unset or unknown keys."""
+    if isinstance(spec, DatasetSpec):
+        return spec
+    if isinstance(spec, DictConfig):
+        if OmegaConf.is_missing(spec, "root"):
+            raise DatasetError(f"{where}.root is not set (e.g. {where}.root=/path/to/dataset)")
+        spec = OmegaConf.to_container(spec, resolve=True)
+    unknown = set(spec) - set(DatasetSpec.__dataclass_fields__)
+    if unknown:
+        raise DatasetError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    return DatasetSpec(**spec)
+
+
+def load_dataset(spec: DatasetSpec | DictConfig | dict[str, Any]) -> list[Video] | list[ImageRef]:
+    """Read one dataset split as described by ``spec`` (format, root, split and format options).
+
+    Returns:
+        ``list[Video]`` for ``ytvos`` and ``davis``, ``list[ImageRef]`` for ``refcoco``.
+
+    Raises:
+        DatasetError: unknown format, unset root, or any reader error.
+    """
+    spec = as_spec(spec)
+    if not spec.root:
+        raise DatasetError(f"dataset root is not set for format '{spec.format}'")
+    if spec.format == "ytvos":
+        return load_ytvos(spec.root, spec.split, test_meta=spec.test_meta or None)
+    if spec.format == "davis":
+        return load_davis(spec.root, spec.split, tuple(spec.annotators), spec.expressions, spec.gt)
+    if spec.format == "refcoco":
+        return load_refcoco(spec.root, spec.dataset, spec.split_by or None, spec.split, spec.images or None)
+    raise DatasetError(f"dataset format '{spec.format}' is not one of {', '.join(FORMATS)}")

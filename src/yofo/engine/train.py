@@ -1,0 +1,431 @@
+"""Training: the paper's two-stage recipe (DESIGN §2; brief §2.7, §4.3), exact resume, and DDP.
+
+    from yofo.config import load_config
+    from yofo.engine.train import train
+    model = train(load_config("demo", ["data.root=synth"]), "runs/demo")
+
+Schedule. Stage 1 runs ``stage1.epochs × iters_per_epoch`` steps with the image and text encoders frozen,
+stage 2 ``stage2.epochs × iters_per_epoch`` steps with layer2-4 of the image encoder (and the text
+transformer, when checkpoints store it) trained too; conv1, bn1 and layer1 stay frozen and BatchNorm
+statistics stay fixed throughout (brief §2.7). Each stage starts a fresh Adam whose parameter groups run at
+``lr × group_lr.<group>``; its MultiStepLR is stepped every iteration, with the milestones (epochs from the
+stage start) converted to iterations.
+
+Data. Step ``s`` trains on clips ``s·B … s·B+B−1`` of :class:`yofo.data.clips.ClipDataset` (B =
+``train.batch_size``, the global batch); each clip is a pure function of (seed, index), so the data position
+is the step count. Rank r of W takes positions r, r+W, …; the Lovász loss is pooled over the clips of a rank
+and DistributedDataParallel averages the gradients.
+
+Checkpoints. ``OUT/checkpoints/step_XXXXXXXX/`` receives ``model.safetensors`` and then
+``train_state.pt`` (optimizer, scheduler, grad scaler, RNG, step; each file written atomically, the second
+marking the pair complete), after which ``OUT/model.safetensors`` becomes a hard link to the new weights and
+older step folders are removed. ``resume`` loads the newest complete pair, so a run killed at any moment
+and resumed ends with exactly the weights of an uninterrupted run (on CPU, same thread count).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from yofo.config import GroupLrConfig
+from yofo.data.clips import ClipDataset
+from yofo.engine.checkpoint import atomic_write, checkpoint_model_config, load_state, read_metadata, save_model
+from yofo.engine.distributed import Distributed, init_distributed
+from yofo.errors import CheckpointError, ConfigError, YofoError
+from yofo.losses import segmentation_loss
+from yofo.model.image_encoder import normalize
+from yofo.model.yofo import YOFO, build_model
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.csv"
+METRICS = ("step", "epoch", "stage", "loss", "lr", "clips_per_s", "elapsed")
+_STEP_FOLDER = re.compile(r"step_(\d+)")
+
+# Parameter name prefix -> group of GroupLrConfig, first match wins. None: never trained (LWL keeps conv1
+# and layer1 frozen in both stages, brief §2.7).
+_GROUPS: tuple[tuple[str, str | None], ...] = (
+    ("meta_transfer.reg", "reg"),
+    ("meta_transfer.phi.", "phi"),
+    ("feature_mining.", "feature_mining"),
+    ("text_encoder.proj.", "text_proj"),
+    ("decoder.", "decoder"),
+    ("image_encoder.layer2.", "image_encoder"),
+    ("image_encoder.layer3.", "image_encoder"),
+    ("image_encoder.layer4.", "image_encoder"),
+    ("image_encoder.", None),
+    ("text_encoder.bert.", "text_encoder"),
+)
+_ENCODER_GROUPS = ("image_encoder", "text_encoder")
+
+
+class TrainingError(YofoError):
+    """Training cannot go on (a non-finite loss)."""
+
+
+# ------------------------------------------------------------------------------------------ schedule
+def stage_steps(train_cfg: DictConfig) -> tuple[int, int]:
+    """Number of steps of stage 1 and stage 2: epochs × iterations per epoch."""
+    return (train_cfg.stage1.epochs * train_cfg.iters_per_epoch, train_cfg.stage2.epochs * train_cfg.iters_per_epoch)
+
+
+def clip_indices(step: int, batch_size: int, rank: int = 0, world_size: int = 1, overfit: int = 0) -> list[int]:
+    """Dataset indices rank ``rank`` trains on at ``step`` (0-based): ``step·B + p`` for p = rank, rank+W, …
+
+    With ``overfit = N > 0`` the indices wrap around to clips 0..N−1.
+    """
+    indices = [step * batch_size + position for position in range(rank, batch_size, world_size)]
+    return [i % overfit for i in indices] if overfit else indices
+
+
+class StepSampler(Sampler[list[int]]):
+    """Batches of clip indices for steps ``start … end−1`` of one rank (see :func:`clip_indices`)."""
+
+    def __init__(self, start: int, end: int, batch_size: int, rank: int, world_size: int, overfit: int = 0):
+        self.start, self.end = start, end
+        self.args = (batch_size, rank, world_size, overfit)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (clip_indices(step, *self.args) for step in range(self.start, self.end))
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+
+def parameter_groups(model: YOFO, stage: DictConfig) -> list[dict[str, Any]]:
+    """Adam parameter groups of a stage; sets ``requires_grad`` so frozen parts cost no backward pass.
+
+    Args:
+        model: the network.
+        stage: ``train.stage1`` or ``train.stage2`` (:class:`yofo.config.StageConfig`).
+
+    Returns:
+        non-empty groups ``{"params", "lr", "name", "scale"}`` with ``lr = stage.lr × stage.group_lr[name]``.
+    """
+    store_text = model.cfg.text_encoder.store_weights
+    members: dict[str, list[torch.nn.Parameter]] = {name: [] for name in GroupLrConfig.__dataclass_fields__}
+    for name, param in model.named_parameters():
+        group = next((g for prefix, g in _GROUPS if name.startswith(prefix)), "")
+        if group == "":
+            raise RuntimeError(f"parameter '{name}' belongs to no parameter group; add it to _GROUPS")
+        # The transformer is trained only if checkpoints hold it: otherwise its training would be lost.
+        trainable = group is not None and (
+            group not in _ENCODER_GROUPS or (stage.train_encoders and (group != "text_encoder" or store_text))
+        )
+        param.requires_grad_(trainable)
+        if trainable:
+            members[group].append(param)
+    scales = stage.group_lr
+    return [
+        {"params": params, "lr": stage.lr * scales[name], "name": name, "scale": float(scales[name])}
+        for name, params in members.items()
+        if params
+    ]
+
+
+# --------------------------------------------------------------------------------------- checkpoints
+def latest_checkpoint(out: str | Path) -> Path | None:
+    """The newest complete checkpoint folder ``OUT/checkpoints/step_*`` (one holding ``train_state.pt``)."""
+    folders = [
+        (int(match.group(1)), path)
+        for path in (Path(out) / "checkpoints").glob("step_*")
+        if (match := _STEP_FOLDER.fullmatch(path.name)) and (path / STATE_FILE).is_file()
+    ]
+    return max(folders)[1] if folders else None
+
+
+def _link(source: Path, tmp: str) -> None:
+    """Make ``tmp`` a hard link to ``source`` (a copy where the file system has no hard links)."""
+    os.unlink(tmp)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+
+
+def _publish(out: Path, folder: Path) -> None:
+    """Point ``OUT/model.safetensors`` at the weights of ``folder`` and remove the other step folders."""
+    atomic_write(out / MODEL_FILE, lambda tmp: _link(folder / MODEL_FILE, tmp))
+    for other in (out / "checkpoints").glob("step_*"):
+        if other != folder:
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def _save_checkpoint(out: Path, model: YOFO, step: int, state: dict[str, Any]) -> Path:
+    folder = out / "checkpoints" / f"step_{step:08d}"
+    save_model(model, folder / MODEL_FILE, {"step": str(step)})
+    atomic_write(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
+    _publish(out, folder)
+    return folder
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def _read_checkpoint(folder: Path, model_cfg: DictConfig) -> dict[str, Any]:
+    """The training state of a checkpoint folder, after checking it fits ``model_cfg``; reads only."""
+    weights = folder / MODEL_FILE
+    saved = _flatten(OmegaConf.to_container(checkpoint_model_config(weights), resolve=True))
+    wanted = _flatten(OmegaConf.to_container(model_cfg, resolve=True))
+    # image_encoder.weights only initialises a new model; it does not change the network.
+    diffs = [k for k in sorted(set(saved) | set(wanted)) if k != "image_encoder.weights" and saved.get(k) != wanted.get(k)]
+    if diffs:
+        k = diffs[0]
+        raise CheckpointError(
+            f"{weights}: trained with a different model config (model.{k} is {saved.get(k)!r} there, "
+            f"{wanted.get(k)!r} in the config; {len(diffs)} difference(s)); resume with the same model settings "
+            f"or train into another --out"
+        )
+    try:
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{folder / STATE_FILE}: not a readable training state ({err.__class__.__name__})") from None
+    if not isinstance(state, dict) or str(state.get("step")) != read_metadata(weights).get("step"):
+        raise CheckpointError(f"{folder}: {STATE_FILE} and {MODEL_FILE} are not from the same step")
+    return state
+
+
+# ------------------------------------------------------------------------------------------- logging
+class MetricsLog:
+    """``OUT/metrics.csv`` (columns :data:`METRICS`) and TensorBoard scalars when it is installed.
+
+    On resume, rows after the resumed step (written by the interrupted run after its last checkpoint) are
+    dropped, so the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, out: Path, start_step: int):
+        path = out / METRICS_FILE
+        rows = []
+        if start_step > 0 and path.is_file():
+            with path.open(newline="") as f:
+                rows = [row for row in csv.DictReader(f) if row.get("step", "").isdigit() and int(row["step"]) <= start_step]
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, METRICS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(path, write)
+        self.file = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.file, METRICS)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
+        except ImportError:  # tensorboard is optional
+            self.tensorboard = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow(row)
+        self.file.flush()
+        if self.tensorboard is not None:
+            for key in ("loss", "lr", "clips_per_s"):
+                self.tensorboard.add_scalar(f"train/{key}", row[key], row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+# ------------------------------------------------------------------------------------------ training
+def _check(train_cfg: DictConfig, world_size: int, max_steps: int | None) -> None:
+    if train_cfg.amp not in ("bf16", "fp16", "none"):
+        raise ConfigError(f"train.amp: '{train_cfg.amp}' is not one of bf16, fp16, none")
+    if train_cfg.batch_size < 1 or train_cfg.batch_size % world_size:
+        raise ConfigError(f"train.batch_size: {train_cfg.batch_size} must be a positive multiple of the "
+                          f"{world_size} processes (it is the global batch)")
+    for key in ("iters_per_epoch", "checkpoint_every", "log_every"):
+        if train_cfg[key] < 1:
+            raise ConfigError(f"train.{key}: {train_cfg[key]} must be >= 1")
+    for key in ("stage1.epochs", "stage2.epochs", "overfit"):
+        if OmegaConf.select(train_cfg, key) < 0:
+            raise ConfigError(f"train.{key}: {OmegaConf.select(train_cfg, key)} must be >= 0")
+    if max_steps is not None and max_steps < 1:
+        raise ConfigError(f"--max-steps: {max_steps} must be >= 1")
+
+
+def train(
+    cfg: DictConfig, out: str | Path, resume: bool = False, max_steps: int | None = None, progress: bool = True
+) -> YOFO:
+    """Train YOFO as configured; under ``torchrun`` every process calls this and DDP is used.
+
+    Args:
+        cfg: the full config (:func:`yofo.config.load_config`).
+        out: run folder: checkpoints, ``model.safetensors``, ``metrics.csv``, ``config.yaml``.
+        resume: continue from the newest checkpoint in ``out`` (a new run when there is none).
+        max_steps: stop after this many steps in total (counted from the start of the run).
+        progress: show a progress bar (rank 0).
+
+    Returns:
+        the trained model (eval mode); rank 0 has written its final checkpoint.
+
+    Raises:
+        ConfigError: invalid training settings.
+        DatasetError: the training data is missing or unreadable.
+        CheckpointError: ``out`` holds a checkpoint and ``resume`` is off, or the checkpoint does not fit
+            the model config. Nothing is written before these checks.
+        TrainingError: the loss became nan or inf; the last good checkpoint is kept.
+    """
+    dist = init_distributed(cfg.device)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(cfg, Path(out), resume, max_steps, progress, dist)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        dist.close()
+
+
+def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, progress: bool, dist: Distributed) -> YOFO:
+    tc, device = cfg.train, dist.device
+    _check(tc, dist.world_size, max_steps)
+    steps = stage_steps(tc)
+    end = sum(steps) if max_steps is None else min(max_steps, sum(steps))
+    say = tqdm.write if dist.is_main else lambda message: None
+
+    # Every check comes before the first write.
+    folder = latest_checkpoint(out)
+    if folder is not None and not resume:
+        raise CheckpointError(f"{out}: already holds a checkpoint ({folder.name}); pass --resume to continue "
+                              f"that run, or train into another --out")
+    saved = _read_checkpoint(folder, cfg.model) if folder is not None else None
+    dataset = ClipDataset(cfg, seed=tc.seed)
+    if resume and saved is None:
+        say(f"no checkpoint in {out}: starting a new run")
+
+    if device.type == "cpu":  # bit-exact resume (CUDA would also need CUBLAS_WORKSPACE_CONFIG)
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg.model, load_pretrained=saved is None)
+    start = 0
+    if saved is not None:
+        load_state(model, folder / MODEL_FILE)
+        torch.set_rng_state(saved["rng"]["torch"])
+        if device.type == "cuda" and saved["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
+        start = saved["step"]
+    model.to(device).train()
+    if start >= end:
+        say(f"{out}: already trained for {start} steps (asked for {end}); nothing to do")
+        if dist.is_main:
+            _publish(out, folder)
+        return model.eval()
+
+    amp = device.type == "cuda" and tc.amp != "none"  # CPU trains in fp32
+    amp_dtype = torch.float16 if tc.amp == "fp16" else torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and tc.amp == "fp16")
+    elapsed = saved["elapsed"] if saved is not None else 0.0
+    if dist.is_main:
+        atomic_write(out / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
+        log = MetricsLog(out, start)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=StepSampler(start, end, tc.batch_size, dist.rank, dist.world_size, tc.overfit),
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    say(f"training {start} -> {end} steps (stage 1: {steps[0]}, stage 2: {steps[1]}) on {dist.world_size} "
+        f"process(es), {device}, batch {tc.batch_size}; writing to {out}")
+    bar = tqdm(total=end, initial=start, unit="step", dynamic_ncols=True, disable=not (progress and dist.is_main))
+    stage = 0
+    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    clock = time.perf_counter()
+    try:
+        for step, batch in zip(range(start, end), loader):
+            if stage != (1 if step < steps[0] else 2):
+                stage = 1 if step < steps[0] else 2
+                stage_cfg = tc.stage1 if stage == 1 else tc.stage2
+                optimizer = torch.optim.Adam(parameter_groups(model, stage_cfg))
+                milestones = [m * tc.iters_per_epoch for m in stage_cfg.milestones]
+                scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, stage_cfg.gamma)
+                # A checkpoint from the last step of stage 1 resumes into a fresh stage-2 optimizer, as the
+                # uninterrupted run does.
+                if saved is not None and saved["stage"] == stage:
+                    optimizer.load_state_dict(saved["optimizer"])
+                    scheduler.load_state_dict(saved["scheduler"])
+                    if saved["scaler"]:  # empty unless fp16 on CUDA
+                        scaler.load_state_dict(saved["scaler"])
+                saved = None
+                net = model if not dist.enabled else DistributedDataParallel(
+                    model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+                )  # BatchNorm statistics are frozen: no buffers to broadcast
+                trained = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+                say(f"stage {stage}: {trained:,} trained parameters in groups "
+                    + ", ".join(f"{g['name']} {g['lr']:.1e}" for g in optimizer.param_groups))
+                if stage_cfg.train_encoders and not cfg.model.text_encoder.store_weights:
+                    say("text transformer stays frozen: model.text_encoder.store_weights=false, so checkpoints "
+                        "could not hold its trained weights")
+
+            frames = normalize(batch["frames"].to(device, non_blocking=True))
+            masks, valid = batch["masks"].to(device), batch["valid"].to(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                logits = net(frames, list(batch["text"]))
+            loss = segmentation_loss(logits.float(), masks, valid, tc.loss_weight)
+            value = dist.mean(loss.detach()).item()  # the same on every rank, so all stop together
+            if not math.isfinite(value):
+                last = latest_checkpoint(out)
+                raise TrainingError(
+                    f"loss is {value} at step {step + 1} (clips {', '.join(batch['source'])}); "
+                    + (f"the last good checkpoint is {last}" if last else "no checkpoint was written yet")
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            done = step + 1
+            window_loss, window_steps = window_loss + value, window_steps + 1
+            bar.update()
+            if done % tc.log_every == 0 or done == end:
+                now = time.perf_counter()
+                group = optimizer.param_groups[0]
+                row = {
+                    "step": done,
+                    "epoch": (done - 1) // tc.iters_per_epoch + 1,
+                    "stage": stage,
+                    "loss": round(window_loss / window_steps, 6),
+                    "lr": group["lr"] / group["scale"],
+                    "clips_per_s": round(window_steps * tc.batch_size / (now - window_start), 4),
+                    "elapsed": round(elapsed + now - clock, 2),
+                }
+                bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.1e}", clips_s=f"{row['clips_per_s']:.2f}")
+                if dist.is_main:
+                    log.write(row)
+                window_loss, window_steps, window_start = 0.0, 0, now
+            if done % tc.checkpoint_every == 0 or done == end:
+                if dist.is_main:
+                    _save_checkpoint(out, model, done, {
+                        "step": done,
+                        "stage": stage,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "rng": {"torch": torch.get_rng_state(),
+                                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+                        "elapsed": elapsed + time.perf_counter() - clock,
+                    })
+                dist.barrier()  # no rank runs ahead of (or exits before) the checkpoint
+    finally:
+        bar.close()
+        if dist.is_main:
+            log.close()
+    say(f"done: {end} steps; weights in {out / MODEL_FILE}")
+    return model.eval()

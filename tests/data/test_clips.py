@@ -1,0 +1,118 @@
+"""Training clips: a pure function of (seed, index), frames in order within the window, masks and void aligned
+with the frames, datasets mixed by weight, errors for missing data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from yofo.config import load_config
+from yofo.data.clips import ClipDataset
+from yofo.data.records import read_frame, read_mask
+from yofo.data.ytvos import load_ytvos
+from yofo.errors import DatasetError
+
+NO_AUGMENT = [
+    "data.augment.color_jitter=0", "data.augment.blur_p=0", "data.augment.erase_p=0", "data.augment.hflip_p=0",
+]
+
+
+def _config(*overrides: str):
+    return load_config("tiny", ["model.input_size=[64,96]", *overrides])
+
+
+def test_items_have_the_documented_shapes_and_ranges(synth_root: Path) -> None:
+    item = ClipDataset(_config(f"data.root={synth_root}"), seed=0)[0]
+    assert item["frames"].shape == (4, 3, 64, 96) and item["frames"].dtype == torch.float32
+    assert item["masks"].shape == item["valid"].shape == (4, 1, 64, 96)
+    assert 0 <= item["frames"].min() and item["frames"].max() <= 1
+    assert set(item["masks"].unique().tolist()) <= {0.0, 1.0} and item["masks"].any()
+    assert item["source"].startswith("ytvos:train") and isinstance(item["text"], str) and item["text"]
+
+
+def test_item_is_a_pure_function_of_seed_and_index(synth_root: Path) -> None:
+    cfg = _config(f"data.root={synth_root}", "data.augment.hflip_p=0.5")
+    first = ClipDataset(cfg, seed=1)
+    for i in (3, 0, 1):  # visiting other indices first changes nothing
+        first[i]
+    state, threads = torch.random.get_rng_state(), torch.get_num_threads()
+    a = first[7]
+    assert torch.equal(torch.random.get_rng_state(), state) and torch.get_num_threads() == threads
+    b = ClipDataset(cfg, seed=1)[7]
+    assert all(torch.equal(a[k], b[k]) for k in ("frames", "masks", "valid")) and a["text"] == b["text"]
+    assert a["source"] == b["source"]
+    c = ClipDataset(cfg, seed=2)[7]
+    d = first[8]
+    assert not torch.equal(a["frames"], c["frames"]) and not torch.equal(a["frames"], d["frames"])
+
+
+def test_frames_are_in_order_within_the_window_and_masks_match(synth_root: Path) -> None:
+    cfg = _config(f"data.root={synth_root}", "data.max_gap=3", *NO_AUGMENT)
+    dataset = ClipDataset(cfg, seed=0)
+    videos = {v.name: v for v in load_ytvos(synth_root, "train")}
+    for index in range(6):
+        item = dataset[index]
+        _, name, exp_id = item["source"].split(":")
+        video = videos[name]
+        expression = next(e for e in video.expressions if e.exp_id == exp_id)
+        assert item["text"] == expression.text
+        originals = [torch.from_numpy(read_frame(p)).permute(2, 0, 1).float() / 255 for p in video.frame_paths]
+        picked = [next(t for t, frame in enumerate(originals) if torch.allclose(frame, f, atol=1e-6)) for f in item["frames"]]
+        assert picked == sorted(picked) and picked[-1] - picked[0] <= 3
+        for k, t in enumerate(picked):
+            target = read_mask(video.mask_paths[t]) == expression.obj_id
+            assert torch.equal(item["masks"][k, 0], torch.from_numpy(target.astype(np.float32)))
+
+
+def test_void_pixels_are_invalid_and_not_target(davis_root: Path) -> None:
+    cfg = _config(
+        f"data.datasets=[{{format: davis, root: '{davis_root}', split: val}}]", "model.input_size=[32,32]", *NO_AUGMENT
+    )
+    dataset = ClipDataset(cfg, seed=0)
+    items = [dataset[i] for i in range(8)]
+    car = [item for item in items if item["source"].startswith("davis:classic-car")]
+    assert car, "no clip of the video with void pixels"
+    for item in car:
+        assert (item["valid"][:, 0, 8:10] == 0).all() and (item["valid"][:, 0, :8] == 1).all()
+        assert (item["masks"][:, 0, 8:10] == 0).all()
+
+
+def test_datasets_are_mixed_by_weight_and_image_clips_are_warped(synth_root: Path, refcoco_root: Path) -> None:
+    cfg = _config(
+        f"data.datasets=[{{format: ytvos, root: '{synth_root}', weight: 3}}, {{format: refcoco, root: '{refcoco_root}', weight: 1}}]"
+    )
+    dataset = ClipDataset(cfg, seed=0)
+    sources = [dataset[i]["source"].split(":")[0] for i in range(300)]
+    assert 0.15 < sources.count("refcoco") / len(sources) < 0.35
+    image_item = dataset[sources.index("refcoco")]
+    assert image_item["text"] in {"left box", "the wide box", "right thing"}
+    assert not torch.allclose(image_item["frames"][0], image_item["frames"][1])  # one image, four affine copies
+    assert image_item["masks"].any()
+
+
+def test_loader_batches_with_the_default_collate(synth_root: Path) -> None:
+    dataset = ClipDataset(_config(f"data.root={synth_root}"), seed=0, length=4)
+    batch = next(iter(DataLoader(dataset, batch_size=2)))
+    assert batch["frames"].shape == (2, 4, 3, 64, 96) and len(batch["text"]) == 2
+    assert len(dataset) == 4
+
+
+def test_missing_data_raises_dataset_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="dataset folder not found"):
+        ClipDataset(_config(f"data.root={tmp_path / 'missing'}"), seed=0)
+    with pytest.raises(DatasetError, match="no training data"):
+        ClipDataset(_config(), seed=0)
+    with pytest.raises(DatasetError, match=r"data.datasets.0.root is not set"):
+        ClipDataset(load_config("paper"), seed=0)
+    with pytest.raises(DatasetError, match="format 'kinetics'"):
+        ClipDataset(_config(f"data.datasets=[{{format: kinetics, root: '{tmp_path}'}}]"), seed=0)
+
+
+def test_valid_split_without_labels_cannot_train(ytvos_root: Path) -> None:
+    cfg = _config(f"data.datasets=[{{format: ytvos, root: '{ytvos_root}', split: valid}}]")
+    with pytest.raises(DatasetError, match="no expression with an object id and masks"):
+        ClipDataset(cfg, seed=0)

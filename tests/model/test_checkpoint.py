@@ -1,0 +1,68 @@
+"""Checkpoints: round trip, small files without the text transformer, clear errors."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import yofo
+from yofo.config import load_config
+from yofo.engine.checkpoint import read_metadata, save_model
+from yofo.errors import CheckpointError
+from yofo.model.yofo import build_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(load_config("tiny", ["model.memory.size=2"]).model)
+
+
+def test_round_trip_rebuilds_the_model_from_metadata(model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(model, path, {"step": "12"})
+    assert read_metadata(path)["step"] == "12"
+    loaded = yofo.load(path)
+    assert loaded.cfg.memory.size == 2 and not loaded.training
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind
+
+
+def test_text_transformer_is_left_out_when_not_stored(model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        keys = list(f.keys())
+    assert not any(k.startswith("text_encoder.bert.") for k in keys)
+    assert "text_encoder.proj.0.weight" in keys
+    assert path.stat().st_size < 10e6
+
+
+def test_not_a_yofo_checkpoint(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a safetensors"):
+        yofo.load(tmp_path / "x.safetensors")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(CheckpointError, match="not a yofo checkpoint"):
+        yofo.load(tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="not found"):
+        yofo.load(tmp_path / "missing.safetensors")
+
+
+def test_tensors_that_do_not_match_the_config(model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    meta = read_metadata(path)
+    state["decoder.out_conv.weight"] = torch.zeros(1, 1, 1, 1)
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="decoder.out_conv.weight"):
+        yofo.load(path)
+    del state["decoder.out_conv.weight"]
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="1 missing"):
+        yofo.load(path)

@@ -1,0 +1,46 @@
+"""Config loading: files, overrides, validation."""
+
+import pytest
+
+from yofo.config import load_config
+from yofo.errors import ConfigError
+
+
+def test_named_configs_load_and_overrides_apply():
+    paper = load_config("paper")
+    assert paper.model.image_encoder.arch == "resnet50" and list(paper.model.input_size) == [480, 864]
+    tiny = load_config("tiny", ["model.memory.size=1", "model.fm.mode=baseline"])
+    assert tiny.model.memory.size == 1 and tiny.model.fm.mode == "baseline"
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match="unknown config key 'model.fm.fusoin'") as err:
+        load_config("tiny", ["model.fm.fusoin=concat"])
+    assert "model.fm.fusion" in str(err.value)
+
+
+def test_unknown_key_in_a_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  decoder:\n    widht: 3\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*model.decoder.widht.*model.decoder.width"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.fm.mode=triple", "model.fm.mode"),
+    ("model.input_size=[100,160]", "multiples of 32"),
+    ("model.memory.size=0", "model.memory.size"),
+    ("model.fm.strides=[2,3,1]", "model.fm.strides"),
+    ("model.memory.size=three", "model.memory.size"),
+    ("model.memory.size", "key=value"),
+])
+def test_bad_values(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [override])
+
+
+def test_missing_config():
+    with pytest.raises(ConfigError, match="one of .*paper"):
+        load_config("nonexistent")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("nonexistent.yaml")

@@ -1,0 +1,102 @@
+"""ResNet trunk: torchvision key names, pretrained loading, feature shapes."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from yofo.errors import CheckpointError
+from yofo.model.image_encoder import ResNet, normalize
+
+
+def torchvision_resnet50_state_dict() -> dict[str, torch.Tensor]:
+    """A state dict named and shaped as torchvision's resnet50, written from its published layout."""
+    g = torch.Generator().manual_seed(0)
+    state: dict[str, torch.Tensor] = {}
+
+    def conv(name, cout, cin, k):
+        state[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g)
+
+    def bn(name, c):
+        state[f"{name}.weight"] = torch.rand(c, generator=g)
+        state[f"{name}.bias"] = torch.randn(c, generator=g)
+        state[f"{name}.running_mean"] = torch.randn(c, generator=g)
+        state[f"{name}.running_var"] = torch.rand(c, generator=g) + 0.5
+        state[f"{name}.num_batches_tracked"] = torch.tensor(7)
+
+    conv("conv1", 64, 3, 7)
+    bn("bn1", 64)
+    inplanes = 64
+    for layer, (planes, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=1):
+        for b in range(blocks):
+            p = f"layer{layer}.{b}"
+            conv(f"{p}.conv1", planes, inplanes, 1)
+            bn(f"{p}.bn1", planes)
+            conv(f"{p}.conv2", planes, planes, 3)
+            bn(f"{p}.bn2", planes)
+            conv(f"{p}.conv3", planes * 4, planes, 1)
+            bn(f"{p}.bn3", planes * 4)
+            if b == 0:
+                conv(f"{p}.downsample.0", planes * 4, inplanes, 1)
+                bn(f"{p}.downsample.1", planes * 4)
+            inplanes = planes * 4
+    state["fc.weight"] = torch.randn(1000, 2048, generator=g)
+    state["fc.bias"] = torch.randn(1000, generator=g)
+    return state
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_torchvision_resnet50_weights_load_with_no_missing_keys(tmp_path, suffix):
+    state = torchvision_resnet50_state_dict()
+    path = tmp_path / f"resnet50{suffix}"
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        save_file(state, str(path))
+    model = ResNet("resnet50")
+    missing, unexpected = model.load_pretrained(path)
+    assert missing == [] and unexpected == []
+    own = model.state_dict()
+    assert set(own) == {k for k in state if not k.startswith("fc.")}
+    for key in ("conv1.weight", "layer3.5.bn3.running_var", "layer4.0.downsample.0.weight"):
+        assert torch.equal(own[key], state[key])
+
+
+def test_wrapped_state_dict_and_shape_mismatch(tmp_path):
+    state = torchvision_resnet50_state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "w.pth")
+    assert ResNet("resnet50").load_pretrained(tmp_path / "w.pth") == ([], [])
+    torch.save(state, tmp_path / "r50.pth")
+    with pytest.raises(CheckpointError, match="shape"):
+        ResNet("resnet101", width=32).load_pretrained(tmp_path / "r50.pth")
+    with pytest.raises(CheckpointError, match="not found"):
+        ResNet("resnet18").load_pretrained(tmp_path / "missing.pth")
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"conv1.weight": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        ResNet("resnet18").load_pretrained(tmp_path / "evil.pth")
+
+
+@pytest.mark.parametrize("arch,width,channels", [
+    ("resnet18", 16, (16, 32, 64, 128)),
+    ("resnet34", 8, (8, 16, 32, 64)),
+    ("resnet50", 8, (32, 64, 128, 256)),
+    ("resnet101", 4, (16, 32, 64, 128)),
+])
+def test_feature_strides_and_channels(arch, width, channels):
+    model = ResNet(arch, width).eval()
+    assert model.channels == channels
+    with torch.no_grad():
+        feats = model(torch.randn(2, 3, 64, 96))
+    for f, c, s in zip(feats, channels, (4, 8, 16, 32)):
+        assert f.shape == (2, c, 64 // s, 96 // s)
+
+
+def test_normalize_uses_imagenet_statistics():
+    x = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1).expand(3, 2, 2)
+    assert normalize(x).abs().max() < 1e-6

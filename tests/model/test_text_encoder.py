@@ -1,0 +1,45 @@
+"""Text encoder: bundled MiniLM, [CLS] of the last three layers, clear errors."""
+
+import pytest
+import torch
+
+from yofo.errors import ConfigError, InputError
+from yofo.model.text_encoder import TextEncoder
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder("all-MiniLM-L6-v2", out_dim=32, max_tokens=8)
+
+
+def test_three_projected_cls_vectors(encoder):
+    encoder.train()  # dropout stays off: features are deterministic
+    z = encoder(["the red circle", "the square moving left"])
+    assert z.shape == (2, 3, 32)
+    assert torch.equal(z, encoder(["the red circle", "the square moving left"]))
+    assert not torch.allclose(z[0], z[1])
+    hidden = encoder.bert(**encoder.tokenizer(["the red circle"], return_tensors="pt"), output_hidden_states=True)
+    expected = encoder.proj[0](hidden.hidden_states[-3][:, 0])
+    torch.testing.assert_close(z[:1, 0], expected)
+
+
+def test_empty_text_is_an_error(encoder):
+    with pytest.raises(InputError, match="non-empty"):
+        encoder(["the dog", "   "])
+    with pytest.raises(InputError):
+        encoder([])
+
+
+def test_long_text_is_truncated_with_a_warning(encoder):
+    long = "the very large and extremely shiny red circle on the far left moving slowly"
+    with pytest.warns(UserWarning, match="truncated"):
+        z = encoder([long, "a dog"])
+    assert z.shape == (2, 3, 32)
+
+
+def test_unavailable_model_names_the_config_key(tmp_path):
+    with pytest.raises(ConfigError, match="model.text_encoder.name") as err:
+        TextEncoder("bert-base-uncased", out_dim=8)
+    assert "local" in str(err.value)
+    with pytest.raises(ConfigError):
+        TextEncoder(str(tmp_path / "no-such-model"), out_dim=8)

@@ -1,0 +1,52 @@
+"""``yofo bench``: the JSON report has every figure, positive (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from yofo.cli import main
+from yofo.commands.bench import BenchSpec, build_bench_model, synthetic_frames, timed_components
+
+
+def test_bench_json_report(capsys):
+    code = main(["bench", "--config", "tiny", "--size", "64x96", "--frames", "2", "--warmup", "1",
+                 "--objects", "1,3", "--memory-frames", "3", "--json"])  # one child process: it imports torch
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["image_encoder_ms"] > 0
+    assert set(result["pipeline_ms"]) == {"1", "3"} and min(result["pipeline_ms"].values()) > 0
+    assert set(result["peak_rss_mb"]) == {"3"} and min(result["peak_rss_mb"].values()) > 0
+    assert result["text_encoder"] == "all-MiniLM-L6-v2" and result["size"] == [64, 96]
+    for components in result["components_ms"].values():
+        assert {"image_encoder", "solver", "fm_text_part", "decoder_text_part"} <= set(components)
+        assert all(ms >= 0 for name, ms in components.items() if name != "other")
+
+
+def test_text_encoder_fallback_and_component_timers():
+    spec = BenchSpec("tiny", ("model.text_encoder.name=/nonexistent/bert-base-uncased",), None, (64, 96), "cpu")
+    model, name, note = build_bench_model(spec)
+    assert name == "all-MiniLM-L6-v2" and "/nonexistent/bert-base-uncased" in note
+    forward = model.decoder.forward
+    with timed_components(model) as totals:
+        assert model.decoder.forward is not forward
+    assert model.decoder.forward == forward  # the class's methods are back
+    assert set(totals) >= {"image_encoder", "phi", "solver"}
+
+
+def test_bench_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--size", "64by96"])
+    assert "HxW" in capsys.readouterr().err
+    assert main(["bench", "--config", "tiny", "--frames", "0"]) == 2
+    assert "--frames" in capsys.readouterr().err
+
+
+def test_synthetic_frames_are_lazy_and_move():
+    frames = synthetic_frames((8, 16), 3)
+    first, second = next(frames), next(frames)
+    assert first.shape == (8, 16, 3) and first.dtype == np.uint8
+    assert not np.array_equal(first, second)
+    assert len(list(frames)) == 1
