@@ -57,11 +57,12 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """Read an image file as uint8 RGB (H, W, 3); VideoError if it is not a readable image."""
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` whose failures (not an image, truncated data) become one-line VideoErrors."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            yield image
     except (UnidentifiedImageError, OSError) as err:
         raise VideoError(f"{path}: cannot read image ({err.__class__.__name__})") from None
 
@@ -115,7 +116,8 @@ class VideoSource:
             yield from self._iter_video()
             return
         for file in self._files:
-            frame = _read_image(file)
+            with _open_image(file) as image:
+                frame = np.asarray(image.convert("RGB"))
             if self.size is not None and frame.shape[:2] != self.size:
                 raise VideoError(
                     f"{file}: frame is {frame.shape[1]}x{frame.shape[0]}, expected "
@@ -166,10 +168,12 @@ def open_video(path: str | os.PathLike, stride: int = 1) -> VideoSource:
             duplicate = next(s for s in stems if stems.count(s) > 1)
             raise VideoError(f"{path}: two frames are named '{duplicate}' (e.g. .jpg and .png)")
         files = files[::stride]
-        return VideoSource(path, "folder", stride, files, size=_image_size(files[0]), num_frames=len(files))
+        with _open_image(files[0]) as first:  # reads the header only
+            return VideoSource(path, "folder", stride, files, size=(first.height, first.width), num_frames=len(files))
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
-        return VideoSource(path, "image", stride, [path], size=_image_size(path), num_frames=1)
+        with _open_image(path) as image:
+            return VideoSource(path, "image", stride, [path], size=(image.height, image.width), num_frames=1)
     if suffix not in VIDEO_EXTENSIONS:
         raise VideoError(
             f"{path}: unsupported file type '{path.suffix}'; expected a video "
@@ -188,15 +192,6 @@ def open_video(path: str | os.PathLike, stride: int = 1) -> VideoSource:
         raise VideoError(f"{path}: not a readable video ({str(err).splitlines()[0]})") from None
     num_frames = -(-total // stride) if total else None
     return VideoSource(path, "video", stride, fps=fps, size=size if min(size) > 0 else None, num_frames=num_frames)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image from its header; VideoError if it is not an image."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (UnidentifiedImageError, OSError) as err:
-        raise VideoError(f"{path}: cannot read image ({err.__class__.__name__})") from None
 
 
 def _umask() -> int:

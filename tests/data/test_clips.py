@@ -60,7 +60,7 @@ def test_frames_are_in_order_within_the_window_and_masks_match(synth_root: Path)
         video = videos[name]
         expression = next(e for e in video.expressions if e.exp_id == exp_id)
         assert item["text"] == expression.text
-        originals = [torch.from_numpy(read_frame(p)).permute(2, 0, 1).float() / 255 for p in video.frame_paths]
+        originals = [torch.tensor(read_frame(p)).permute(2, 0, 1).float() / 255 for p in video.frame_paths]
         picked = [next(t for t, frame in enumerate(originals) if torch.allclose(frame, f, atol=1e-6)) for f in item["frames"]]
         assert picked == sorted(picked) and picked[-1] - picked[0] <= 3
         for k, t in enumerate(picked):
@@ -116,3 +116,11 @@ def test_valid_split_without_labels_cannot_train(ytvos_root: Path) -> None:
     cfg = _config(f"data.datasets=[{{format: ytvos, root: '{ytvos_root}', split: valid}}]")
     with pytest.raises(DatasetError, match="no expression with an object id and masks"):
         ClipDataset(cfg, seed=0)
+
+
+def test_corrupt_training_frame_is_reported_with_its_path(ytvos_root: Path) -> None:
+    for frame in (ytvos_root / "train" / "JPEGImages").rglob("*.jpg"):
+        frame.write_bytes(frame.read_bytes()[:100])  # truncated
+    dataset = ClipDataset(_config(f"data.root={ytvos_root}", "model.input_size=[32,32]"), seed=0)
+    with pytest.raises(DatasetError, match=r"train/JPEGImages/(a1|b2)/\d{5}\.jpg: cannot read image"):
+        dataset[0]

@@ -219,3 +219,14 @@ def test_bad_arguments_raise_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="motion_p"):
         synthesize(tmp_path / "x", train=1, valid=0, options=SynthOptions(motion_p=(1.0,)))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_default_sized_benchmark_passes_the_independent_check(tmp_path: Path) -> None:
+    stats = synthesize(tmp_path / "bench", train=150, valid=0, seed=21)  # default size 96x160, 16 frames
+    meta = json.loads((tmp_path / "bench" / "train" / "meta.json").read_text())["videos"]
+    expressions = json.loads((tmp_path / "bench" / "meta_expressions" / "train" / "meta_expressions.json").read_text())
+    for name, entry in expressions["videos"].items():
+        check_video(tmp_path / "bench", "train", name, meta[name], entry)
+    assert stats["distractor_videos"] >= 0.5
+    assert all(share >= 0.2 for share in stats["cue_fraction"].values())  # every cue is well represented

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            description="Count videos, frames, objects, expressions and masks of a dataset "
                            "split and list every problem found.")
     stats.add_argument("root", type=Path, help="dataset folder")
-    stats.add_argument("--format", choices=tuple(DEFAULT_SPLITS), default="ytvos", help="dataset format (default ytvos)")
+    stats.add_argument("--format", choices=tuple(DEFAULT_SPLITS), default="ytvos",
+                       help="dataset format (default ytvos)")
     stats.add_argument("--split", help="split (default: train for ytvos and refcoco, val for davis)")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     stats.add_argument("--strict", action="store_true", help="exit 1 when any problem is found")
@@ -32,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stats.add_argument("--annotators", type=int, nargs="+", default=[1, 2], help="davis: annotators (default 1 2)")
     stats.add_argument("--expressions", default="all", choices=("first_frame", "full_video", "all"),
                        help="davis: expression type (default all)")
-    stats.add_argument("--gt", default="semi", choices=("semi", "unsupervised"), help="davis: ground truth (default semi)")
+    stats.add_argument("--gt", default="semi", choices=("semi", "unsupervised"),
+                       help="davis: ground truth (default semi)")
     stats.add_argument("--dataset", default="refcoco", help="refcoco: refcoco, refcoco+ or refcocog (default refcoco)")
     stats.add_argument("--split-by", default="", help="refcoco: unc, umd or google (default unc; umd for refcocog)")
     stats.add_argument("--images", default="", help="refcoco: COCO train2014 folder")

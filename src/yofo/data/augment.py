@@ -38,7 +38,12 @@ def swap_left_right(text: str) -> str:
 
 
 def random_affine(
-    frames: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor, rng: np.random.Generator, rotation: float, scale: float
+    frames: torch.Tensor,
+    masks: torch.Tensor,
+    valid: torch.Tensor,
+    rng: np.random.Generator,
+    rotation: float,
+    scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rotate by U(−rotation, rotation) degrees and scale by exp(U(−scale, scale)) about the centre, per frame.
 

@@ -127,7 +127,7 @@ class ClipDataset(Dataset):
         record = self.records[which][record_index]
         if isinstance(record, ImageRef):
             expression = record.sentences[expression_index]
-            frames, masks, valid = self._image_clip(record)
+            frames, masks, valid = self._image_clip(record, key=(which, record_index))
             source = f"{self.names[which]}:{record.image_id}:{record.ref_id}:{expression.exp_id}"
         else:
             expression = record.expressions[expression_index]
@@ -158,10 +158,11 @@ class ClipDataset(Dataset):
         images = np.stack([self._frame(video.frame_paths[t]) for t in picked])
         return _to_tensors(images, ids == obj_id, ids != VOID)
 
-    def _image_clip(self, ref: ImageRef) -> tuple[torch.Tensor, ...]:
-        """One image and its mask repeated T times (the affine warp is part of the augmentation)."""
+    def _image_clip(self, ref: ImageRef, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """One image and its mask repeated T times (the affine warp is part of the augmentation).
+        ``key`` (dataset, record index) names the mask in the cache: ref ids repeat across datasets."""
         image = self._frame(ref.image_path)
-        mask = self._cache.get(("ref", ref.ref_id), lambda: resize_labels(ref.mask(), self.size))
+        mask = self._cache.get(("ref", key), lambda: resize_labels(ref.mask(), self.size))
         images = np.repeat(image[None], self.num_frames, axis=0)
         target = np.repeat(mask[None] > 0, self.num_frames, axis=0)
         return _to_tensors(images, target, np.ones_like(target))

@@ -21,17 +21,22 @@ FORMATS = ("ytvos", "davis", "refcoco")
 
 
 def as_spec(spec: DatasetSpec | DictConfig | dict[str, Any], where: str = "dataset") -> DatasetSpec:
-    """A :class:`DatasetSpec` from a config node or dict; DatasetError when the root is unset or unknown keys."""
-    if isinstance(spec, DatasetSpec):
-        return spec
+    """A :class:`DatasetSpec` from a config node or dict.
+
+    Raises:
+        DatasetError: unknown fields, or a root that is empty or left as ``???`` (``where`` names the config
+            key in the message, e.g. ``data.datasets.0``).
+    """
     if isinstance(spec, DictConfig):
-        if OmegaConf.is_missing(spec, "root"):
-            raise DatasetError(f"{where}.root is not set (e.g. {where}.root=/path/to/dataset)")
         spec = OmegaConf.to_container(spec, resolve=True)
-    unknown = set(spec) - set(DatasetSpec.__dataclass_fields__)
-    if unknown:
-        raise DatasetError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    return DatasetSpec(**spec)
+    if isinstance(spec, dict):
+        unknown = set(spec) - set(DatasetSpec.__dataclass_fields__)
+        if unknown:
+            raise DatasetError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        spec = DatasetSpec(**spec)
+    if spec.root in ("", "???"):
+        raise DatasetError(f"{where}.root is not set (e.g. {where}.root=/path/to/dataset)")
+    return spec
 
 
 def load_dataset(spec: DatasetSpec | DictConfig | dict[str, Any]) -> list[Video] | list[ImageRef]:
@@ -44,8 +49,6 @@ def load_dataset(spec: DatasetSpec | DictConfig | dict[str, Any]) -> list[Video]
         DatasetError: unknown format, unset root, or any reader error.
     """
     spec = as_spec(spec)
-    if not spec.root:
-        raise DatasetError(f"dataset root is not set for format '{spec.format}'")
     if spec.format == "ytvos":
         return load_ytvos(spec.root, spec.split, test_meta=spec.test_meta or None)
     if spec.format == "davis":

@@ -94,7 +94,8 @@ def load_refcoco(
     annotations = {}
     for index, annotation in enumerate(get_field(instances, "annotations", list, lambda: str(instances_path))):
         where = lambda: f"{instances_path}: annotations[{index}]"  # noqa: E731
-        annotations[get_field(annotation, "id", int, where)] = get_field(annotation, "segmentation", (list, dict), where)
+        segmentation = get_field(annotation, "segmentation", (list, dict), where)
+        annotations[get_field(annotation, "id", int, where)] = segmentation
 
     records = []
     for index, ref in enumerate(refs):

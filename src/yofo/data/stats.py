@@ -103,7 +103,9 @@ def image_stats(refs: list[ImageRef], progress: bool = False) -> dict[str, Any]:
                 images[ref.image_path] = None
         size = images[ref.image_path]
         if size is not None and size != (ref.height, ref.width):
-            problems.append(f"{ref.image_path}: image is {size[1]}x{size[0]}, instances.json says {ref.width}x{ref.height}")
+            problems.append(
+                f"{ref.image_path}: image is {size[1]}x{size[0]}, instances.json says {ref.width}x{ref.height}"
+            )
         try:
             if ref.mask().any():
                 masks += 1

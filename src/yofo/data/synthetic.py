@@ -131,7 +131,9 @@ class Description:
 
 
 # --------------------------------------------------------------------------------------------- scene
-def _trajectory(rng: np.random.Generator, motion: str, radius: float, frames: int, height: int, width: int) -> np.ndarray:
+def _trajectory(
+    rng: np.random.Generator, motion: str, radius: float, frames: int, height: int, width: int
+) -> np.ndarray:
     """Object centres (T, 2) as (x, y). Straight movers may leave the frame by up to about half their size;
     bouncing objects turn at a wall between 35% and 65% of the video; still objects are fully inside."""
     t = np.linspace(0.0, 1.0, frames)
@@ -177,7 +179,9 @@ def _shape_masks(obj: SceneObject, grid_x: np.ndarray, grid_y: np.ndarray) -> np
     return ((np.abs(dx) <= r) & (np.abs(dy) <= arm)) | ((np.abs(dy) <= r) & (np.abs(dx) <= arm))
 
 
-def _sample_objects(rng: np.random.Generator, options: SynthOptions, frames: int, height: int, width: int) -> list[SceneObject]:
+def _sample_objects(
+    rng: np.random.Generator, options: SynthOptions, frames: int, height: int, width: int
+) -> list[SceneObject]:
     """Draw 2–4 objects; distractors copy the colour and/or shape of an earlier object."""
     count = int(rng.integers(options.min_objects, options.max_objects + 1))
     depths = rng.permutation(count)  # object ids are unrelated to depth order
@@ -231,7 +235,9 @@ def _well_visible(areas: np.ndarray, silhouettes: np.ndarray) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- expressions
-def _beyond(centroids: np.ndarray, target: int, other: int, position: str, size: tuple[int, int], margin: float) -> bool:
+def _beyond(
+    centroids: np.ndarray, target: int, other: int, position: str, size: tuple[int, int], margin: float
+) -> bool:
     """True when ``target`` is further in ``position`` than ``other`` in every frame where both are visible
     (by 5% of the frame extent) and on average over those frames (by ``margin``)."""
     axis = 0 if position in ("left", "right") else 1
@@ -242,7 +248,9 @@ def _beyond(centroids: np.ndarray, target: int, other: int, position: str, size:
     return gap.size > 0 and bool(gap.min() >= 0.05 * extent and gap.mean() >= margin * extent)
 
 
-def _referents(desc: Description, objects: list[SceneObject], centroids: np.ndarray, size: tuple[int, int], margin: float) -> list[int]:
+def _referents(
+    desc: Description, objects: list[SceneObject], centroids: np.ndarray, size: tuple[int, int], margin: float
+) -> list[int]:
     """Indices of the objects a description picks out."""
     candidates = [
         k
@@ -263,7 +271,8 @@ def _referents(desc: Description, objects: list[SceneObject], centroids: np.ndar
 
 def _reductions(desc: Description) -> list[Description]:
     """The descriptions with one cue (one appearance attribute, the motion or the position) dropped."""
-    out = [Description(desc.appearance[:i] + desc.appearance[i + 1 :], desc.motion, desc.position) for i in range(len(desc.appearance))]
+    kept = [desc.appearance[:i] + desc.appearance[i + 1 :] for i in range(len(desc.appearance))]
+    out = [Description(appearance, desc.motion, desc.position) for appearance in kept]
     if desc.motion is not None:
         out.append(Description(desc.appearance, None, desc.position))
     if desc.position is not None:
@@ -271,7 +280,9 @@ def _reductions(desc: Description) -> list[Description]:
     return out
 
 
-def minimal_descriptions(objects: list[SceneObject], centroids: np.ndarray, size: tuple[int, int], margin: float) -> list[list[Description]]:
+def minimal_descriptions(
+    objects: list[SceneObject], centroids: np.ndarray, size: tuple[int, int], margin: float
+) -> list[list[Description]]:
     """For each object, every description that picks out that object alone and from which no cue can be dropped."""
     result: list[list[Description]] = []
     for k, obj in enumerate(objects):
@@ -338,7 +349,9 @@ class SyntheticVideo:
     expressions: list[tuple[str, int, str]]  # (text, obj_id, kind)
 
 
-def _render_frames(rng: np.random.Generator, objects: list[SceneObject], labels: np.ndarray, options: SynthOptions) -> np.ndarray:
+def _render_frames(
+    rng: np.random.Generator, objects: list[SceneObject], labels: np.ndarray, options: SynthOptions
+) -> np.ndarray:
     """Textured low-saturation background, flat-coloured objects (jittered per object), per-frame noise."""
     frames, height, width = labels.shape
     base = rng.uniform(70, 180) + rng.uniform(-15, 15, size=3)
@@ -353,7 +366,9 @@ def _render_frames(rng: np.random.Generator, objects: list[SceneObject], labels:
     return np.clip(np.rint(video), 0, 255).astype(np.uint8)
 
 
-def generate_video(rng: np.random.Generator, size: tuple[int, int], frames: int, options: SynthOptions) -> SyntheticVideo:
+def generate_video(
+    rng: np.random.Generator, size: tuple[int, int], frames: int, options: SynthOptions
+) -> SyntheticVideo:
     """Sample scenes until every object is well visible and has a minimal description, then render it."""
     height, width = size
     for _ in range(1000):
@@ -400,7 +415,8 @@ def _write_video(root: Path, split: str, name: str, video: SyntheticVideo) -> tu
             "frames": visible,
         }
     expressions = {
-        str(i): {"exp": text, "obj_id": str(obj_id), "kind": kind} for i, (text, obj_id, kind) in enumerate(video.expressions)
+        str(i): {"exp": text, "obj_id": str(obj_id), "kind": kind}
+        for i, (text, obj_id, kind) in enumerate(video.expressions)
     }
     return {"objects": objects}, {"expressions": expressions, "frames": frame_names}
 
@@ -472,7 +488,8 @@ def synthesize(
     stats: dict[str, Any] = {"videos": {"train": train, "valid": valid}, "frames": 0, "objects": 0, "expressions": 0}
     kinds: dict[str, int] = {}
     distractors = 0
-    with atomic_output_dir(out) as root, tqdm(total=train + valid, unit="video", disable=None if progress else True) as bar:
+    bar = tqdm(total=train + valid, unit="video", disable=None if progress else True)
+    with atomic_output_dir(out) as root, bar:
         settings = {"generator": "yofo synth", "seed": seed, "size": [height, width], "frames": frames}
         _write_json(root / "synth.json", {**settings, "train": train, "valid": valid, "options": asdict(options)})
         for split_index, (split, count) in enumerate(zip(SPLITS, (train, valid))):

@@ -158,7 +158,10 @@ def _link(source: Path, tmp: str) -> None:
 
 def _publish(out: Path, folder: Path) -> None:
     """Point ``OUT/model.safetensors`` at the weights of ``folder`` and remove the other step folders."""
-    atomic_write(out / MODEL_FILE, lambda tmp: _link(folder / MODEL_FILE, tmp))
+    target = out / MODEL_FILE
+    # rename() between two links of one file is a no-op that would leave the temporary link behind
+    if not (target.exists() and target.samefile(folder / MODEL_FILE)):
+        atomic_write(target, lambda tmp: _link(folder / MODEL_FILE, tmp))
     for other in (out / "checkpoints").glob("step_*"):
         if other != folder:
             shutil.rmtree(other, ignore_errors=True)
@@ -214,7 +217,9 @@ class MetricsLog:
         rows = []
         if start_step > 0 and path.is_file():
             with path.open(newline="") as f:
-                rows = [row for row in csv.DictReader(f) if row.get("step", "").isdigit() and int(row["step"]) <= start_step]
+                # a row cut short by a kill lacks its last fields
+                rows = [row for row in csv.DictReader(f) if all(row.get(k) for k in METRICS)
+                        and row["step"].isdigit() and int(row["step"]) <= start_step]
 
         def write(tmp: str) -> None:
             with open(tmp, "w", newline="") as f:

@@ -68,7 +68,7 @@ class FeatureMining(nn.Module):
         )
         # FM-baseline: the coarser scales contribute image features only (same projection as V_i)
         self.image_only = nn.ModuleDict(
-            {str(i): conv_bn_relu(in_channels[i], dim, 3) for i in scales if str(i) not in self.fuse}
+            {str(i): conv_bn_relu(in_channels[i], dim, 1) for i in scales if str(i) not in self.fuse}
         )
         self.down = nn.ModuleDict(
             {str(i): conv_bn_relu(dim if i == scales[0] else 2 * dim, dim, 3, strides[i]) for i in scales}

@@ -1,0 +1,111 @@
+"""yofo train: the two-stage recipe, the files of a run, and one-line errors that overwrite nothing."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+import yofo
+from yofo.cli import main
+from yofo.config import load_config
+from yofo.engine.checkpoint import read_metadata
+from yofo.engine.train import clip_indices, parameter_groups
+from yofo.model.yofo import build_model
+
+TWO_STAGES = ["train.iters_per_epoch=1", "train.stage1.epochs=1", "train.stage2.epochs=1", "train.checkpoint_every=1"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_each_rank_takes_its_share_of_the_global_batch():
+    ranks = [clip_indices(3, 4, rank, 2) for rank in range(2)]
+    assert ranks == [[12, 14], [13, 15]]
+    assert clip_indices(3, 4) == [12, 13, 14, 15]
+    assert clip_indices(3, 4, overfit=1) == [0, 0, 0, 0]
+
+
+def test_parameter_groups_follow_the_two_stage_recipe(micro):
+    cfg = load_config("tiny", micro + ["model.text_encoder.store_weights=true"])
+    model = build_model(cfg.model)
+
+    groups = {g["name"]: g for g in parameter_groups(model, cfg.train.stage1)}
+    assert set(groups) == {"reg", "phi", "feature_mining", "text_proj", "decoder"}
+    lr = cfg.train.stage1.lr
+    assert groups["reg"]["lr"] == pytest.approx(0.5 * lr) and groups["phi"]["lr"] == pytest.approx(0.1 * lr)
+    assert groups["decoder"]["lr"] == pytest.approx(0.5 * lr) and groups["feature_mining"]["lr"] == pytest.approx(lr)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in model.named_parameters() if n.startswith(("image_encoder.", "text_encoder.bert."))}
+
+    groups = {g["name"]: g for g in parameter_groups(model, cfg.train.stage2)}
+    assert set(groups) == {"reg", "phi", "feature_mining", "text_proj", "decoder", "image_encoder", "text_encoder"}
+    assert {g["lr"] for g in groups.values()} == {cfg.train.stage2.lr}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in model.named_parameters() if n.startswith(("image_encoder.conv1", "image_encoder.bn1",
+                                                                            "image_encoder.layer1."))}
+    model.cfg.text_encoder.store_weights = False  # a checkpoint would not hold a trained transformer
+    assert "text_encoder" not in {g["name"] for g in parameter_groups(model, cfg.train.stage2)}
+    assert not any(p.requires_grad for p in model.text_encoder.bert.parameters())
+
+
+def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, tmp_path, capsys, onednn_off):
+    out = tmp_path / "run"
+    assert main(["train", "tiny", *micro, *TWO_STAGES, "--out", str(out), "--no-progress"]) == 0
+    folders = list((out / "checkpoints").iterdir())
+    assert [f.name for f in folders] == ["step_00000002"]
+    assert sorted(p.name for p in folders[0].iterdir()) == ["model.safetensors", "train_state.pt"]
+    assert (out / "model.safetensors").samefile(folders[0] / "model.safetensors") or \
+        (out / "model.safetensors").read_bytes() == (folders[0] / "model.safetensors").read_bytes()
+    assert read_metadata(out / "model.safetensors")["step"] == "2"
+    model = yofo.load(out / "model.safetensors")
+    assert model.cfg.fm.dim == 16
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["stage"], r["epoch"]) for r in rows] == [("1", "1", "1"), ("2", "2", "2")]
+    assert float(rows[0]["lr"]) == pytest.approx(1e-3) and float(rows[1]["lr"]) == pytest.approx(1e-4)
+    assert all(float(r["loss"]) > 0 and float(r["clips_per_s"]) > 0 for r in rows)
+    state = torch.load(folders[0] / "train_state.pt", weights_only=True)
+    assert state["step"] == 2 and state["stage"] == 2
+    before = snapshot(out)
+    capsys.readouterr()
+
+    # A fresh run into a folder with a checkpoint.
+    assert main(["train", "tiny", *micro, *TWO_STAGES, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds a checkpoint" in err and "--resume" in err
+    # Resuming with another model config.
+    assert main(["train", "tiny", *micro, *TWO_STAGES, "model.fm.dim=8", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "different model config" in err and "model.fm.dim" in err
+    # Resuming a finished run.
+    assert main(["train", "tiny", *micro, *TWO_STAGES, "--out", str(out), "--resume"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    # A loss that turns nan in the next step.
+    assert main(["train", "tiny", *micro, *TWO_STAGES, "train.stage2.epochs=2", "train.loss_weight=nan",
+                 "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "loss is nan at step 3" in err and "ytvos:" in err
+    assert str(out / "checkpoints" / "step_00000002") in err
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if k != "config.yaml"} == {k: v for k, v in before.items() if k != "config.yaml"}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.root=/nonexistent/synth"], "/nonexistent/synth"),
+        (["train.unknown_key=1"], "unknown config key 'train.unknown_key'"),
+        (["train.amp=fp8"], "train.amp"),
+        (["train.batch_size=0"], "train.batch_size"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_and_writes_nothing(micro, tmp_path, capsys, overrides, message):
+    out = tmp_path / "run"
+    assert main(["train", "tiny", *micro, *overrides, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not out.exists()
