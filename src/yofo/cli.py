@@ -42,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``yofo`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # `key=value` overrides may come after options (`yofo train demo --max-steps 9 data.root=x`), which
+    # argparse's positional `nargs="*"` does not take once an option has intervened
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
