@@ -42,6 +42,8 @@ def test_bench_rejects_bad_arguments(capsys):
     assert "HxW" in capsys.readouterr().err
     assert main(["bench", "--config", "tiny", "--frames", "0"]) == 2
     assert "--frames" in capsys.readouterr().err
+    assert main(["bench", "--checkpoint", "x.safetensors", "model.memory.size=1"]) == 2
+    assert "overrides" in capsys.readouterr().err
 
 
 def test_synthetic_frames_are_lazy_and_move():

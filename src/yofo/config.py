@@ -163,6 +163,8 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps
     log_every: int = 10  # steps
     overfit: int = 0  # > 0: train on clips 0..N-1 only, over and over (checks that the model can fit them)
+    freeze_stem: bool = True  # conv1, bn1 and layer1 never train (LWL); false for an encoder trained from scratch
+    num_threads: int = 0  # CPU threads (0: torch's default); results are bit-identical only for equal counts
 
 
 @dataclass

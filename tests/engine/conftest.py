@@ -44,9 +44,14 @@ def micro(synth_root: Path) -> list[str]:
 
 
 @pytest.fixture
-def onednn_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """oneDNN's per-shape set-up dominates at 64×64: plain ATen kernels make in-process runs several times faster."""
+def single_thread(monkeypatch: pytest.MonkeyPatch):
+    """Micro models run fastest on one thread without oneDNN, whose per-shape set-up dominates at 64×64;
+    one thread also keeps a busy machine from stalling OpenMP barriers."""
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _run_yofo(*args: str, cwd: Path, background: bool = False):

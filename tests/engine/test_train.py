@@ -52,7 +52,7 @@ def test_parameter_groups_follow_the_two_stage_recipe(micro):
     assert not any(p.requires_grad for p in model.text_encoder.bert.parameters())
 
 
-def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, tmp_path, capsys, onednn_off):
+def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, tmp_path, capsys, single_thread):
     out = tmp_path / "run"
     assert main(["train", "tiny", *micro, *TWO_STAGES, "--out", str(out), "--no-progress"]) == 0
     folders = list((out / "checkpoints").iterdir())

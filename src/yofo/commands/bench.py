@@ -231,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 1 or args.warmup < 0:
         raise InputError(f"--frames {args.frames} must be >= 1 and --warmup {args.warmup} >= 0")
+    if args.checkpoint and args.overrides:
+        raise InputError("config overrides apply to --config; a --checkpoint carries its own model config")
     resolve_device(args.device)  # a bad device fails here, not in a child process
     spec = BenchSpec(args.config, tuple(args.overrides), args.checkpoint, args.size, args.device)
     log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else print

@@ -105,12 +105,13 @@ class StepSampler(Sampler[list[int]]):
         return max(0, self.end - self.start)
 
 
-def parameter_groups(model: YOFO, stage: DictConfig) -> list[dict[str, Any]]:
+def parameter_groups(model: YOFO, stage: DictConfig, freeze_stem: bool = True) -> list[dict[str, Any]]:
     """Adam parameter groups of a stage; sets ``requires_grad`` so frozen parts cost no backward pass.
 
     Args:
         model: the network.
         stage: ``train.stage1`` or ``train.stage2`` (:class:`yofo.config.StageConfig`).
+        freeze_stem: keep conv1, bn1 and layer1 of the image encoder frozen even when encoders train.
 
     Returns:
         non-empty groups ``{"params", "lr", "name", "scale"}`` with ``lr = stage.lr × stage.group_lr[name]``.
@@ -119,6 +120,8 @@ def parameter_groups(model: YOFO, stage: DictConfig) -> list[dict[str, Any]]:
     members: dict[str, list[torch.nn.Parameter]] = {name: [] for name in GroupLrConfig.__dataclass_fields__}
     for name, param in model.named_parameters():
         group = next((g for prefix, g in _GROUPS if name.startswith(prefix)), "")
+        if group is None and not freeze_stem:
+            group = "image_encoder"
         if group == "":
             raise RuntimeError(f"parameter '{name}' belongs to no parameter group; add it to _GROUPS")
         # The transformer is trained only if checkpoints hold it: otherwise its training would be lost.
@@ -167,9 +170,9 @@ def _publish(out: Path, folder: Path) -> None:
             shutil.rmtree(other, ignore_errors=True)
 
 
-def _save_checkpoint(out: Path, model: YOFO, step: int, state: dict[str, Any]) -> Path:
-    folder = out / "checkpoints" / f"step_{step:08d}"
-    save_model(model, folder / MODEL_FILE, {"step": str(step)})
+def _save_checkpoint(out: Path, model: YOFO, state: dict[str, Any]) -> Path:
+    folder = out / "checkpoints" / f"step_{state['step']:08d}"
+    save_model(model, folder / MODEL_FILE, {"step": str(state["step"])})
     atomic_write(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
     _publish(out, folder)
     return folder
@@ -298,6 +301,40 @@ def train(
         dist.close()
 
 
+def _start_stage(
+    model: YOFO, cfg: DictConfig, stage: int, saved: dict[str, Any] | None, scaler: torch.amp.GradScaler,
+    dist: Distributed,
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.MultiStepLR, torch.nn.Module]:
+    """A stage's optimizer, its per-iteration scheduler and the network to call (DDP-wrapped when distributed).
+
+    ``saved``: the training state being resumed. Its optimizer, scheduler and scaler are restored only if it
+    was saved in this stage: a checkpoint from the last step of stage 1 resumes into a fresh stage-2
+    optimizer, as the uninterrupted run does.
+    """
+    tc = cfg.train
+    stage_cfg = tc.stage1 if stage == 1 else tc.stage2
+    optimizer = torch.optim.Adam(parameter_groups(model, stage_cfg, tc.freeze_stem))
+    milestones = [m * tc.iters_per_epoch for m in stage_cfg.milestones]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, stage_cfg.gamma)
+    if saved is not None and saved["stage"] == stage:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if saved["scaler"]:  # empty unless fp16 on CUDA
+            scaler.load_state_dict(saved["scaler"])
+    net = model
+    if dist.enabled:  # BatchNorm statistics are frozen: no buffers to broadcast
+        device_ids = [dist.device.index] if dist.device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    if dist.is_main:
+        trained = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+        tqdm.write(f"stage {stage}: {trained:,} trained parameters; lr "
+                   + ", ".join(f"{g['name']} {g['lr']:.1e}" for g in optimizer.param_groups))
+        if stage_cfg.train_encoders and not cfg.model.text_encoder.store_weights:
+            tqdm.write("the text transformer stays frozen: model.text_encoder.store_weights=false, so checkpoints "
+                       "could not hold its trained weights")
+    return optimizer, scheduler, net
+
+
 def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, progress: bool, dist: Distributed) -> YOFO:
     tc, device = cfg.train, dist.device
     _check(tc, dist.world_size, max_steps)
@@ -317,6 +354,8 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
 
     if device.type == "cpu":  # bit-exact resume (CUDA would also need CUBLAS_WORKSPACE_CONFIG)
         torch.use_deterministic_algorithms(True)
+    if tc.num_threads > 0:
+        torch.set_num_threads(tc.num_threads)
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, load_pretrained=saved is None)
     start = 0
@@ -349,36 +388,18 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
     say(f"training {start} -> {end} steps (stage 1: {steps[0]}, stage 2: {steps[1]}) on {dist.world_size} "
         f"process(es), {device}, batch {tc.batch_size}; writing to {out}")
     bar = tqdm(total=end, initial=start, unit="step", dynamic_ncols=True, disable=not (progress and dist.is_main))
-    stage = 0
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
     clock = time.perf_counter()
     try:
         for step, batch in zip(range(start, end), loader):
-            if stage != (1 if step < steps[0] else 2):
+            if step in (start, steps[0]):  # the first step of this run or of stage 2
                 stage = 1 if step < steps[0] else 2
-                stage_cfg = tc.stage1 if stage == 1 else tc.stage2
-                optimizer = torch.optim.Adam(parameter_groups(model, stage_cfg))
-                milestones = [m * tc.iters_per_epoch for m in stage_cfg.milestones]
-                scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, stage_cfg.gamma)
-                # A checkpoint from the last step of stage 1 resumes into a fresh stage-2 optimizer, as the
-                # uninterrupted run does.
-                if saved is not None and saved["stage"] == stage:
-                    optimizer.load_state_dict(saved["optimizer"])
-                    scheduler.load_state_dict(saved["scheduler"])
-                    if saved["scaler"]:  # empty unless fp16 on CUDA
-                        scaler.load_state_dict(saved["scaler"])
+                optimizer, scheduler, net = _start_stage(model, cfg, stage, saved, scaler, dist)
                 saved = None
-                net = model if not dist.enabled else DistributedDataParallel(
-                    model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-                )  # BatchNorm statistics are frozen: no buffers to broadcast
-                trained = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
-                say(f"stage {stage}: {trained:,} trained parameters in groups "
-                    + ", ".join(f"{g['name']} {g['lr']:.1e}" for g in optimizer.param_groups))
-                if stage_cfg.train_encoders and not cfg.model.text_encoder.store_weights:
-                    say("text transformer stays frozen: model.text_encoder.store_weights=false, so checkpoints "
-                        "could not hold its trained weights")
 
-            frames = normalize(batch["frames"].to(device, non_blocking=True))
+            # One memory layout whatever the loader returns (collating in workers makes it contiguous, in the
+            # main process it keeps the clips' strides): convolution results depend on it in the last bits.
+            frames = normalize(batch["frames"].to(device, non_blocking=True).contiguous())
             masks, valid = batch["masks"].to(device), batch["valid"].to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 logits = net(frames, list(batch["text"]))
@@ -390,6 +411,8 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
                     f"loss is {value} at step {step + 1} (clips {', '.join(batch['source'])}); "
                     + (f"the last good checkpoint is {last}" if last else "no checkpoint was written yet")
                 )
+            group = optimizer.param_groups[0]
+            lr = group["lr"] / group["scale"]  # the stage's lr at this step, before the scheduler moves it
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -401,13 +424,12 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
             bar.update()
             if done % tc.log_every == 0 or done == end:
                 now = time.perf_counter()
-                group = optimizer.param_groups[0]
                 row = {
                     "step": done,
                     "epoch": (done - 1) // tc.iters_per_epoch + 1,
                     "stage": stage,
                     "loss": round(window_loss / window_steps, 6),
-                    "lr": group["lr"] / group["scale"],
+                    "lr": lr,
                     "clips_per_s": round(window_steps * tc.batch_size / (now - window_start), 4),
                     "elapsed": round(elapsed + now - clock, 2),
                 }
@@ -417,7 +439,7 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
                 window_loss, window_steps, window_start = 0.0, 0, now
             if done % tc.checkpoint_every == 0 or done == end:
                 if dist.is_main:
-                    _save_checkpoint(out, model, done, {
+                    _save_checkpoint(out, model, {
                         "step": done,
                         "stage": stage,
                         "optimizer": optimizer.state_dict(),

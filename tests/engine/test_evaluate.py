@@ -1,0 +1,340 @@
+"""``yofo eval``: synthetic / ytvos / Ref-DAVIS17 scoring, the shuffle control, the submission zip, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from yofo.cli import main
+from yofo.config import load_config
+from yofo.data.records import Expression, Video, read_mask
+from yofo.data.synthetic import synthesize
+from yofo.data.ytvos import load_ytvos
+from yofo.engine.checkpoint import save_model
+from yofo.engine.evaluate import davis_object_scores, shuffle_objects, zip_submission
+from yofo.errors import DatasetError, InputError
+from yofo.model.yofo import build_model
+from yofo.video_io import write_palette_png
+
+# A model narrower than `tiny`, at 64×64: one frame of one video takes a few milliseconds.
+MICRO_MODEL = [
+    "model.image_encoder.width=8", "model.fm.dim=16", "model.fm.key_dim=8", "model.meta_transfer.feature_dim=16",
+    "model.decoder.width=8", "model.target_dim=4", "model.input_size=[64,64]",
+]
+
+# OSVOS on DAVIS-2017 val, semi-supervised task: J-Mean and F-Mean of object 1, from the per-frame values the
+# benchmark site publishes (davisvideochallenge.github.io, json_data/raw_eval/2017/osvos_davis.json; the
+# per-frame lists are in tests/test_metrics.py).
+PUBLISHED_OSVOS_MEANS = {"blackswan": (0.94301, 0.97410), "car-shadow": (0.92840, 0.91741)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_plain_kernels(monkeypatch: pytest.MonkeyPatch):
+    """At 64×64, oneDNN's per-shape set-up and the hand-over between threads dominate (worse on a busy
+    machine): one thread and plain kernels make these runs many times faster."""
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "micro.safetensors"
+    save_model(build_model(load_config("tiny", MICRO_MODEL).model).eval(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three 64×64 synthetic valid videos of 6 frames (2-4 objects, two expressions per object)."""
+    root = tmp_path_factory.mktemp("synth") / "data"
+    synthesize(root, train=0, valid=3, seed=0, size=(64, 64), frames=6)
+    return root
+
+
+def _metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+# ------------------------------------------------------------------------------------------- synthetic
+def test_eval_synthetic_end_to_end(checkpoint, synth, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["eval", "--checkpoint", str(checkpoint), "--data", str(synth), "--format", "synthetic",
+            "--control", "shuffle", "--out", str(out), "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    assert "J&F" in capsys.readouterr().out
+    result = _metrics(out)
+    videos = load_ytvos(synth, "valid")
+    expressions = [(v, e) for v in videos for e in v.expressions]
+
+    assert 0.0 <= result["J&F"] <= 1.0
+    assert result["J&F"] == pytest.approx((result["J"]["mean"] + result["F"]["mean"]) / 2)
+    assert set(result["J"]) == set(result["F"]) == {"mean", "recall", "decay"}
+    assert result["objects"] == len(expressions) == len(result["per_object"])
+    kinds = {e.kind for _, e in expressions}
+    assert set(result["per_kind"]) == kinds
+    assert set(result["per_cue"]) == {cue for kind in kinds for cue in kind.split("+")}
+    assert sum(k["objects"] for k in result["per_kind"].values()) == len(expressions)
+    assert result["control"]["method"] == "shuffle" and result["control"]["objects"] == len(expressions)
+    assert result["speed"]["videos"] == 3 and result["speed"]["frames"] == 18
+    assert result["checkpoint_sha256"] and len(result["checkpoint_sha256"]) == 64
+    rows = (out / "per_object.csv").read_text().splitlines()
+    assert rows[0].startswith("name,video,obj_id,exp_id") and len(rows) == len(expressions) + 1
+
+    # one palette PNG per expression and frame, at the frame's size, holding the mask that was scored:
+    # scoring the written PNGs again gives the same numbers
+    pngs = sorted((out / "predictions").rglob("*.png"))
+    assert len(pngs) == sum(len(v.frame_names) for v, _ in expressions)
+    with Image.open(pngs[0]) as image:
+        assert image.mode == "P" and image.size == (64, 64)
+    again = tmp_path / "again"
+    assert main(["eval", "--predictions", str(out / "predictions"), "--data", str(synth), "--format", "synthetic",
+                 "--control", "shuffle", "--out", str(again), "--no-progress"]) == 0
+    rescored = _metrics(again)
+    for key in ("J&F", "J", "F", "per_kind", "per_object"):
+        assert rescored[key] == result[key]
+    assert rescored["control"]["J&F"] == result["control"]["J&F"]
+
+
+def test_oracle_scores_one_and_shuffle_control_is_low(synth, tmp_path):
+    """Ground truth given as predictions: J&F is exactly 1, and the control scores other objects' masks."""
+    predictions = tmp_path / "oracle"
+    for video in load_ytvos(synth, "valid"):
+        for e in video.expressions:
+            for name, mask_path in zip(video.frame_names, video.mask_paths):
+                write_palette_png(predictions / video.name / e.exp_id / f"{name}.png", read_mask(mask_path) == e.obj_id)
+    from yofo.engine.evaluate import evaluate
+
+    result = evaluate(synth, "synthetic", tmp_path / "out", predictions=predictions, control_seed=0, progress=False)
+    assert result["J&F"] == 1.0 and result["J"]["recall"] == 1.0 and result["J"]["decay"] == 0.0
+    assert all(row["J-Mean"] == 1.0 for row in result["per_object"])
+    assert result["control"]["J&F"] < 0.3  # distinct objects barely overlap
+    assert result["control"]["videos_not_shuffled"] == 0
+    assert not (tmp_path / "out" / "predictions").exists()  # nothing to write when predictions are given
+
+
+def test_shuffle_is_a_deterministic_derangement(synth):
+    for video in load_ytvos(synth, "valid"):
+        mapping = shuffle_objects(video, seed=0)
+        objects = {e.obj_id for e in video.expressions}
+        assert set(mapping) == set(mapping.values()) == objects
+        assert all(source != target for source, target in mapping.items())  # >= 2 objects: nobody keeps its own
+        assert mapping == shuffle_objects(video, seed=0)
+    three = Video("v", [], [], [], [Expression(str(k), f"object {k}", k) for k in (1, 2, 3)])
+    assert {tuple(sorted(shuffle_objects(three, seed).items())) for seed in range(10)} == {
+        ((1, 2), (2, 3), (3, 1)), ((1, 3), (2, 1), (3, 2))}  # both 3-cycles, no fixed point
+    assert shuffle_objects(Video("one", [], [], [], [Expression("0", "it", 1)]), 0) == {1: 1}  # nothing to swap
+
+
+# ---------------------------------------------------------------------------------------- submission
+@pytest.fixture
+def unlabelled(synth, tmp_path) -> Path:
+    """The synthetic videos as a Ref-YouTube-VOS valid split: frames only, expressions without obj_id or frames."""
+    root = tmp_path / "ytvos"
+    shutil.copytree(synth / "valid" / "JPEGImages", root / "valid" / "JPEGImages")
+    meta = json.loads((synth / "meta_expressions" / "valid" / "meta_expressions.json").read_text())
+    for entry in meta["videos"].values():
+        del entry["frames"]
+        for expression in entry["expressions"].values():
+            del expression["obj_id"], expression["kind"]
+    path = root / "meta_expressions" / "valid" / "meta_expressions.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(meta))
+    return root
+
+
+def test_submission_zip_layout(checkpoint, unlabelled, tmp_path):
+    out = tmp_path / "sub"
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(unlabelled), "--format", "ytvos",
+                 "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "submission.zip"]
+    expected = {f"Annotations/{v.name}/{e.exp_id}/{name}.png"
+                for v in load_ytvos(unlabelled, "valid") for e in v.expressions for name in v.frame_names}
+    with zipfile.ZipFile(out / "submission.zip") as archive:
+        assert set(archive.namelist()) == expected
+        with archive.open(sorted(expected)[0]) as handle, Image.open(handle) as image:
+            assert image.mode == "L" and image.size == (64, 64)
+            assert set(np.unique(np.asarray(image))) <= {0, 255}
+    assert _metrics(out)["submission"]["masks"] == len(expected)
+
+
+def test_incomplete_submission_is_refused(unlabelled, tmp_path):
+    videos = load_ytvos(unlabelled, "valid")
+    folder = tmp_path / "Annotations"
+    for v in videos:
+        for e in v.expressions:
+            for name in v.frame_names:
+                (folder / v.name / e.exp_id).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.zeros((64, 64), np.uint8)).save(folder / v.name / e.exp_id / f"{name}.png")
+    missing = folder / videos[1].name / videos[1].expressions[0].exp_id / f"{videos[1].frame_names[3]}.png"
+    missing.unlink()
+    with pytest.raises(DatasetError, match=str(missing)):
+        zip_submission(folder, videos, tmp_path / "submission.zip")
+    assert not (tmp_path / "submission.zip").exists()
+
+
+# --------------------------------------------------------------------------------------------- DAVIS
+def test_davis_protocols_on_toy_masks():
+    gt = np.zeros((5, 8, 8), np.uint8)
+    gt[:, :4] = 1
+    gt[:, 4:] = 2
+    swapped = np.where(gt == 1, 2, 1).astype(np.uint8)
+    semi = davis_object_scores(gt, swapped, "semi", "toy")
+    assert len(semi) == 2 and all(len(j) == 3 and (j == 0).all() for j, _ in semi)  # frames 1..T-2, ids differ
+    unsupervised = davis_object_scores(gt, swapped, "unsupervised", "toy")
+    assert all(len(j) == 5 and (j == 1).all() and (f == 1).all() for j, f in unsupervised)  # Hungarian re-pairs
+    with pytest.raises(InputError, match="toy: predicted object id 3"):
+        davis_object_scores(gt, np.full_like(gt, 3), "semi", "toy")
+
+
+def _davis_root(synth: Path, root: Path) -> Path:
+    """The synthetic videos in the DAVIS-2017 layout with Khoreva-style expression files for both annotators."""
+    videos = load_ytvos(synth, "valid")
+    for folder in ("Annotations", "Annotations_unsupervised"):
+        for v in videos:
+            shutil.copytree(synth / "valid" / "Annotations" / v.name, root / folder / "480p" / v.name)
+    for v in videos:
+        shutil.copytree(synth / "valid" / "JPEGImages" / v.name, root / "JPEGImages" / "480p" / v.name)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(v.name for v in videos) + "\n")
+    (root / "davis_text_annotations").mkdir()
+    for annotator in (1, 2):
+        lines = []
+        for v in videos:
+            for obj in sorted({e.obj_id for e in v.expressions}):
+                texts = [e.text for e in v.expressions if e.obj_id == obj]
+                lines.append(f'{v.name} {obj} "{texts[min(annotator, len(texts)) - 1]}"')
+        (root / "davis_text_annotations" / f"Davis17_annot{annotator}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("protocol", ["semi", "unsupervised"])
+def test_eval_davis_both_annotators(checkpoint, synth, tmp_path, protocol):
+    root = _davis_root(synth, tmp_path / "DAVIS")
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(root), "--format", "davis",
+                 "--annotator", "both", "--protocol", protocol, "--out", str(out), "--device", "cpu",
+                 "--no-progress"]) == 0
+    result = _metrics(out)
+    one, two = result["per_annotator"]["1"], result["per_annotator"]["2"]
+    assert result["J&F"] == pytest.approx((one["J&F"] + two["J&F"]) / 2)
+    n_objects = sum(len({e.obj_id for e in v.expressions}) for v in load_ytvos(synth, "valid"))
+    assert one["objects"] == two["objects"] == n_objects
+    frames = {row["frames"] for row in result["per_object"]}
+    assert frames == ({4} if protocol == "semi" else {6})  # semi: first and last frames are not scored
+    ids = read_mask(next((out / "predictions" / "annot2").rglob("*.png")))
+    assert ids.shape == (64, 64) and ids.max() <= 4
+    # the merged id maps written are the ones scored
+    again = tmp_path / "again"
+    assert main(["eval", "--predictions", str(out / "predictions"), "--data", str(root), "--format", "davis",
+                 "--annotator", "both", "--protocol", protocol, "--out", str(again), "--no-progress"]) == 0
+    assert _metrics(again)["per_object"] == result["per_object"]
+
+
+def test_eval_davis_osvos_matches_published_scores(real_data, tmp_path):
+    """OSVOS's real DAVIS predictions scored through `yofo eval --predictions` (semi protocol)."""
+    root, predictions = tmp_path / "DAVIS", tmp_path / "predictions" / "annot1"
+    for seq in PUBLISHED_OSVOS_MEANS:
+        for folder in ("JPEGImages", "Annotations"):
+            (root / folder / "480p").mkdir(parents=True, exist_ok=True)
+            os.symlink(real_data / "DAVIS" / folder / "480p" / seq, root / folder / "480p" / seq)
+        predictions.mkdir(parents=True, exist_ok=True)
+        os.symlink(real_data / "osvos" / seq, predictions / seq)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(PUBLISHED_OSVOS_MEANS) + "\n")
+    (root / "davis_text_annotations").mkdir()
+    (root / "davis_text_annotations" / "Davis17_annot1.txt").write_text(
+        'blackswan 1 "a black swan"\ncar-shadow 1 "a silver car"\n')
+    from yofo.engine.evaluate import evaluate
+
+    result = evaluate(root, "davis", tmp_path / "out", predictions=tmp_path / "predictions", progress=False)
+    for row in result["per_object"]:
+        j, f = PUBLISHED_OSVOS_MEANS[row["video"]]
+        assert row["J-Mean"] == pytest.approx(j, abs=1e-4) and row["F-Mean"] == pytest.approx(f, abs=1e-4)
+    assert result["J"]["mean"] == pytest.approx(np.mean([m[0] for m in PUBLISHED_OSVOS_MEANS.values()]), abs=1e-4)
+
+
+# ----------------------------------------------------------------------------------------- bad input
+def test_not_a_checkpoint(synth, tmp_path, capsys):
+    bad = tmp_path / "weights.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["eval", "--checkpoint", str(bad), "--data", str(synth), "--format", "synthetic",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert str(bad) in _error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_and_missized_predictions(synth, tmp_path, capsys):
+    video = load_ytvos(synth, "valid")[0]
+    predictions = tmp_path / "pred"
+    for v in load_ytvos(synth, "valid"):
+        for e in v.expressions:
+            for name in v.frame_names:
+                write_palette_png(predictions / v.name / e.exp_id / f"{name}.png", np.zeros((64, 64), np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("an earlier run")
+    args = ["eval", "--predictions", str(predictions), "--data", str(synth), "--format", "synthetic",
+            "--out", str(out), "--no-progress"]
+    path = predictions / video.name / video.expressions[0].exp_id / f"{video.frame_names[2]}.png"
+    write_palette_png(path, np.zeros((32, 64), np.uint8))
+    assert main(args) == 2
+    err = _error(capsys)
+    assert str(path) in err and "64x32" in err
+    path.unlink()
+    assert main(args) == 2
+    err = _error(capsys)
+    assert str(path) in err and "missing" in err
+    assert [p.name for p in out.iterdir()] == ["earlier.txt"]  # a failed run leaves an existing folder alone
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # and no temporary folder
+
+
+def test_synthetic_format_needs_kinds(unlabelled, synth, tmp_path, capsys):
+    meta = json.loads((synth / "meta_expressions" / "valid" / "meta_expressions.json").read_text())
+    for entry in meta["videos"].values():
+        for expression in entry["expressions"].values():
+            del expression["kind"]
+    root = tmp_path / "plain"
+    shutil.copytree(synth, root)
+    (root / "meta_expressions" / "valid" / "meta_expressions.json").write_text(json.dumps(meta))
+    assert main(["eval", "--predictions", str(tmp_path), "--data", str(root), "--format", "synthetic",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "has no 'kind'" in _error(capsys)
+
+
+# ------------------------------------------------------------------------------------------- sharding
+@pytest.mark.slow
+def test_sharded_eval_equals_single_process(checkpoint, synth, tmp_path):
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    common = ["--checkpoint", str(checkpoint), "--data", str(synth), "--format", "synthetic", "--control",
+              "shuffle", "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "yofo", "eval", *common, "--out", str(single)], env=env, check=True,
+                   timeout=600)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                    "-m", "yofo", "eval", *common, "--out", str(sharded)], env=env, check=True, timeout=600)
+    one, two = _metrics(single), _metrics(sharded)
+    assert two["speed"]["processes"] == 2
+    for key in ("J&F", "J", "F", "per_kind", "per_cue", "control", "per_object"):
+        assert two[key] == one[key]
+    assert sorted(p.relative_to(sharded) for p in sharded.rglob("*.png")) == \
+        sorted(p.relative_to(single) for p in single.rglob("*.png"))
