@@ -159,6 +159,7 @@ class TrainConfig:
         )
     )  # LWL stage 2: every group at 2e-5 (brief §2.7)
     loss_weight: float = 100.0  # ×100 Lovász-Sigmoid, batch-pooled (brief §4.3)
+    bce_weight: float = 0.0  # + binary cross-entropy (paper: 0); needed when training from scratch (losses.py)
     amp: str = "bf16"  # bf16 | fp16 | none; used on CUDA only, CPU trains in fp32
     checkpoint_every: int = 1000  # steps
     log_every: int = 10  # steps

@@ -109,18 +109,29 @@ def lovasz_sigmoid(
     return _lovasz_rows(errors, foreground, valid).mean()
 
 
-def segmentation_loss(logits: Tensor, labels: Tensor, valid: Tensor | None = None, weight: float = 100.0) -> Tensor:
-    """Training loss: ``weight`` × Lovász-Sigmoid with all pixels of the batch in one ranking (brief §4.3).
+def segmentation_loss(
+    logits: Tensor, labels: Tensor, valid: Tensor | None = None, weight: float = 100.0, bce_weight: float = 0.0
+) -> Tensor:
+    """Training loss: ``weight`` × (Lovász-Sigmoid over the pooled batch + ``bce_weight`` × binary cross-entropy).
 
-    LWL's "Lovász segmentation loss" with its factor 100.
+    The Lovász part is LWL's "Lovász segmentation loss" with its factor 100 (brief §4.3), all pixels of the
+    batch in one ranking. The paper uses it alone (``bce_weight = 0``). A model trained from scratch needs the
+    cross-entropy term: while it cannot yet tell objects apart, p = 0.5 everywhere is a plateau of the
+    Lovász-Sigmoid loss it does not leave (Berman et al. also start from cross-entropy).
 
     Args:
         logits: ``(..., H, W)`` mask logits, e.g. ``(B, T, 1, H, W)``.
         labels: same shape, {0, 1}.
         valid: optional mask, same shape; 0 / False marks pixels to leave out.
         weight: loss factor.
+        bce_weight: weight of the mean per-pixel binary cross-entropy over valid pixels.
 
     Returns:
         scalar loss.
     """
-    return weight * lovasz_sigmoid(logits, labels, per_image=False, valid=valid)
+    loss = lovasz_sigmoid(logits, labels, per_image=False, valid=valid)
+    if bce_weight:
+        keep = torch.ones_like(logits) if valid is None else valid.to(logits.dtype)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
+        loss = loss + bce_weight * (bce * keep).sum() / keep.sum().clamp_min(1)
+    return weight * loss

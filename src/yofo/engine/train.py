@@ -403,7 +403,7 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
             masks, valid = batch["masks"].to(device), batch["valid"].to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 logits = net(frames, list(batch["text"]))
-            loss = segmentation_loss(logits.float(), masks, valid, tc.loss_weight)
+            loss = segmentation_loss(logits.float(), masks, valid, tc.loss_weight, tc.bce_weight)
             value = dist.mean(loss.detach()).item()  # the same on every rank, so all stop together
             if not math.isfinite(value):
                 last = latest_checkpoint(out)

@@ -103,6 +103,10 @@ class Decoder(nn.Module):
         self.up_conv = _conv(width, width // 2, 3)
         self.out_conv = _conv(width // 2, 1, 3)
         init_conv_weights(self)
+        # Start at logit 0 (p = 0.5) everywhere: LWL's init gives logits of several units, whose sigmoid
+        # saturates as soon as training pushes the (mostly background) pixels negative, and the Lovász-Sigmoid
+        # loss then barely moves a model trained from scratch.
+        nn.init.zeros_(self.out_conv.weight)
 
     def image_part(self, features: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
         """Per-frame work on ``(layer1, ..., layer4)``: for each stage (layer4 first) the TSE image terms."""
