@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from yofo.config import load_config
 from yofo.errors import ConfigError, InputError
 from yofo.model.image_encoder import normalize
-from yofo.model.yofo import build_model
 from yofo.predictor import VideoSegmenter, fit_size, label_map
 from yofo.video_io import Mp4Writer, open_video
 
@@ -20,10 +18,9 @@ TEXTS = ["the red circle on the left", "a small square"]
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(random_model):
     """Tiny random model (input box 96×160) whose logits straddle 0, so masks are neither empty nor full."""
-    torch.manual_seed(0)
-    model = build_model(load_config("tiny").model).eval()
+    model = random_model().eval()
     frame = torch.rand(1, 3, 96, 160)
     with torch.inference_mode():
         logits = model.step(normalize(frame), model.start(TEXTS[:1]))
@@ -106,7 +103,7 @@ def test_output_at_the_frames_own_resolution(model, frames, tmp_path):
             writer.write(frame)
     from_file = segmenter.segment(path, TEXTS[:1])[TEXTS[0]]
     assert from_file.shape == (4, 90, 150)
-    assert from_file.mean() == pytest.approx(masks[TEXTS[0]].mean(), abs=0.05)  # lossy coding, same content
+    assert (from_file == masks[TEXTS[0]]).mean() > 0.85  # lossy coding, same content
 
 
 def test_label_map_highest_score_wins():

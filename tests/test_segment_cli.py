@@ -13,9 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from yofo.cli import main
-from yofo.config import load_config
 from yofo.engine.checkpoint import load_model, save_model
-from yofo.model.yofo import build_model
 from yofo.predictor import VideoSegmenter, label_map
 from yofo.video_io import Mp4Writer, open_video
 
@@ -23,9 +21,8 @@ TEXTS = ["the red square", "the dark background"]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_model(load_config("tiny").model).eval()
+def checkpoint(tmp_path_factory, random_model) -> Path:
+    model = random_model().eval()
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_model(model, path)
     return path

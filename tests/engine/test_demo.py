@@ -29,15 +29,7 @@ MICRO_MODEL = {
 SYNTH = {"generator": "yofo synth", "seed": 3, "size": [64, 64], "frames": 6, "train": 4, "valid": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_plain_kernels(monkeypatch: pytest.MonkeyPatch):
-    """At 64×64, oneDNN's per-shape set-up and the hand-over between threads dominate (worse on a busy
-    machine): one thread and plain kernels make these runs many times faster."""
-    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/engine/conftest.py
 
 
 @pytest.fixture(scope="module")

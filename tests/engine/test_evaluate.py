@@ -38,15 +38,7 @@ MICRO_MODEL = [
 PUBLISHED_OSVOS_MEANS = {"blackswan": (0.94301, 0.97410), "car-shadow": (0.92840, 0.91741)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_plain_kernels(monkeypatch: pytest.MonkeyPatch):
-    """At 64×64, oneDNN's per-shape set-up and the hand-over between threads dominate (worse on a busy
-    machine): one thread and plain kernels make these runs many times faster."""
-    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/engine/conftest.py
 
 
 @pytest.fixture(scope="module")

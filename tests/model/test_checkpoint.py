@@ -66,3 +66,23 @@ def test_tensors_that_do_not_match_the_config(model, tmp_path):
     save_file(state, str(path), metadata=meta)
     with pytest.raises(CheckpointError, match="1 missing"):
         yofo.load(path)
+
+
+def test_equal_weights_give_equal_bytes_across_processes(tmp_path):
+    """safetensors orders its header by a hash map; save_model sorts it, so sha256 sums are reproducible."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from yofo.config import load_config\n"
+        "from yofo.model.yofo import build_model\n"
+        "from yofo.engine.checkpoint import save_model\n"
+        "torch.manual_seed(0)\n"
+        "save_model(build_model(load_config('tiny').model), sys.argv[1], {'step': '1', 'b': 'x', 'a': 'y'})\n"
+    )
+    paths = [tmp_path / f"{i}.safetensors" for i in range(2)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=300)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert read_metadata(paths[0])["a"] == "y"

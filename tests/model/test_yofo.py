@@ -3,9 +3,7 @@
 import pytest
 import torch
 
-from yofo.config import load_config
 from yofo.errors import InputError
-from yofo.model.yofo import build_model
 
 TEXTS = ["the red circle", "the square moving left"]
 VARIANTS = {  # Table 3 of the paper, as config switches
@@ -19,14 +17,9 @@ VARIANTS = {  # Table 3 of the paper, as config switches
 }
 
 
-def _model(overrides=(), seed=0):
-    torch.manual_seed(seed)
-    return build_model(load_config("tiny", list(overrides)).model)
-
-
 @pytest.fixture(scope="module")
-def tiny():
-    return _model().eval()
+def tiny(random_model):
+    return random_model().eval()
 
 
 def _clip(batch=2, frames=3, seed=0, size=(64, 96)):
@@ -34,8 +27,8 @@ def _clip(batch=2, frames=3, seed=0, size=(64, 96)):
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_every_ablation_variant_runs_forward_and_backward(name):
-    model = _model(VARIANTS[name]).train()
+def test_every_ablation_variant_runs_forward_and_backward(name, random_model):
+    model = random_model(overrides=VARIANTS[name]).train()
     logits = model(_clip(frames=2), TEXTS)
     assert logits.shape == (2, 2, 1, 64, 96)
     logits.square().mean().backward()
@@ -47,10 +40,8 @@ def test_every_ablation_variant_runs_forward_and_backward(name):
         assert grads["meta_transfer.reg"].abs() > 0
 
 
-def test_paper_config_at_full_size_trains_on_cpu():
-    cfg = load_config("paper", ["model.text_encoder.name=all-MiniLM-L6-v2"])
-    torch.manual_seed(0)
-    model = build_model(cfg.model).train()
+def test_paper_config_at_full_size_trains_on_cpu(random_model):
+    model = random_model("paper", ["model.text_encoder.name=all-MiniLM-L6-v2"]).train()
     model.image_encoder.requires_grad_(False)  # stage 1; keeps the test's backward pass affordable
     frames = torch.randn(1, 4, 3, 480, 864)
     logits = model(frames, ["the dog on the left running towards the camera"])
@@ -63,12 +54,12 @@ def test_paper_config_at_full_size_trains_on_cpu():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
-def test_same_seed_same_output():
+def test_same_seed_same_output(random_model):
     clip = _clip(batch=1)
     with torch.no_grad():
-        a = _model(seed=3).eval()(clip, TEXTS[:1])
-        b = _model(seed=3).eval()(clip, TEXTS[:1])
-        c = _model(seed=4).eval()(clip, TEXTS[:1])
+        a = random_model(seed=3).eval()(clip, TEXTS[:1])
+        b = random_model(seed=3).eval()(clip, TEXTS[:1])
+        c = random_model(seed=4).eval()(clip, TEXTS[:1])
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from yofo import __version__
 from yofo.config import model_config_from_dict
@@ -55,7 +55,20 @@ def save_model(model: YOFO, path: str | Path, metadata: dict[str, str] | None = 
             "yofo_config": json.dumps(OmegaConf.to_container(model.cfg, resolve=True))}
     meta.update(metadata or {})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state(model).items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    data = canonical_safetensors(save(tensors, metadata=meta))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """Rewrite a safetensors file's JSON header with sorted keys, so equal tensors give equal bytes.
+
+    safetensors emits its header from a hash map, whose order changes from process to process; the
+    tensor data and offsets are unchanged, and the header keeps its length (the format allows trailing
+    spaces), so the result is the same file for any reader and its sha256 is reproducible.
+    """
+    length = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    return data[:8] + header.ljust(length, b" ") + data[8 + length :]
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
