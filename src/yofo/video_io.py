@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from yofo.errors import InputError, VideoError
+from yofo.files import atomic_write, temp_beside, umask
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".webm", ".mkv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -194,21 +195,6 @@ def open_video(path: str | os.PathLike, stride: int = 1) -> VideoSource:
     return VideoSource(path, "video", stride, fps=fps, size=size if min(size) > 0 else None, num_frames=num_frames)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_target(path: Path, suffix: str) -> Path:
-    """A fresh temporary file beside ``path`` (same folder, so ``os.replace`` is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(handle)
-    os.chmod(name, 0o666 & ~_umask())  # mkstemp's 0600 would make outputs private to their writer
-    return Path(name)
-
-
 def write_palette_png(path: str | os.PathLike, ids: np.ndarray) -> None:
     """Write object ids as a palette PNG with the DAVIS palette, atomically.
 
@@ -224,12 +210,7 @@ def write_palette_png(path: str | os.PathLike, ids: np.ndarray) -> None:
     image = Image.fromarray(ids.astype(np.uint8), mode="P")
     image.putpalette(DAVIS_PALETTE.tobytes())
     path = Path(path)
-    temp = _atomic_target(path, ".png")
-    try:
-        image.save(temp, format="PNG")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    atomic_write(path, lambda temp: image.save(temp, format="PNG"), ".png")
 
 
 class Mp4Writer:
@@ -248,7 +229,7 @@ class Mp4Writer:
         self.rate = Fraction(fps).limit_denominator(1001)  # 29.97 -> 30000/1001
         if self.rate <= 0:
             raise InputError(f"fps: {fps} must be positive")
-        self._temp = _atomic_target(self.path, ".mp4")
+        self._temp = temp_beside(self.path, ".mp4")
         self._container = av.open(str(self._temp), mode="w", format="mp4")
         self._stream: av.VideoStream | None = None
         self._size: tuple[int, int] | None = None
@@ -379,7 +360,7 @@ def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise InputError(f"{path}: output exists and is not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(temp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the output private to its writer
+    os.chmod(temp, 0o777 & ~umask())  # mkdtemp's 0700 would make the output private to its writer
     try:
         yield temp
     except BaseException:

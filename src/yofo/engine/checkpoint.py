@@ -9,8 +9,6 @@ read again from ``model.text_encoder.name``), which keeps checkpoints of small m
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,24 +19,11 @@ from safetensors.torch import save
 from yofo import __version__
 from yofo.config import model_config_from_dict
 from yofo.errors import CheckpointError, YofoError
+from yofo.files import atomic_write
 from yofo.model.yofo import YOFO, build_model
 
 FORMAT = "yofo"
 _TEXT_WEIGHTS = "text_encoder.bert."
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def model_state(model: YOFO) -> dict[str, torch.Tensor]:

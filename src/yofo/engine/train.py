@@ -42,9 +42,10 @@ from tqdm import tqdm
 
 from yofo.config import GroupLrConfig
 from yofo.data.clips import ClipDataset
-from yofo.engine.checkpoint import atomic_write, checkpoint_model_config, load_state, read_metadata, save_model
+from yofo.engine.checkpoint import checkpoint_model_config, load_state, read_metadata, save_model
 from yofo.engine.distributed import Distributed, init_distributed
 from yofo.errors import CheckpointError, ConfigError, YofoError
+from yofo.files import atomic_write
 from yofo.losses import segmentation_loss
 from yofo.model.image_encoder import normalize
 from yofo.model.yofo import YOFO, build_model
