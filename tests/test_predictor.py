@@ -38,14 +38,6 @@ def frames():
     return video
 
 
-@pytest.fixture
-def real_data() -> Path:
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-    if not path.is_dir():
-        pytest.skip("real test data ../shared/data/real is absent")
-    return path
-
-
 def test_streaming_equals_clip_forward(model, frames):
     segmenter = VideoSegmenter(model, device="cpu")
     segmenter.start(TEXTS[:1])

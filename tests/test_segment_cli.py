@@ -40,14 +40,6 @@ def video(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def real_data() -> Path:
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-    if not path.is_dir():
-        pytest.skip("real test data ../shared/data/real is absent")
-    return path
-
-
 def _segment(video, checkpoint, out, *extra: str) -> int:
     args = ["segment", str(video), "--checkpoint", str(checkpoint), "--out", str(out)]
     for text in TEXTS:
