@@ -31,3 +31,7 @@ class CheckpointError(YofoError):
 
 class VideoError(YofoError):
     """A video or image input cannot be read or written."""
+
+
+class TrainingError(YofoError):
+    """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""

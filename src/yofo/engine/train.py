@@ -44,7 +44,7 @@ from yofo.config import GroupLrConfig
 from yofo.data.clips import ClipDataset
 from yofo.engine.checkpoint import checkpoint_model_config, load_state, read_metadata, save_model
 from yofo.engine.distributed import Distributed, init_distributed
-from yofo.errors import CheckpointError, ConfigError, YofoError
+from yofo.errors import CheckpointError, ConfigError, TrainingError
 from yofo.files import atomic_write
 from yofo.losses import segmentation_loss
 from yofo.model.image_encoder import normalize
@@ -71,10 +71,6 @@ _GROUPS: tuple[tuple[str, str | None], ...] = (
     ("text_encoder.bert.", "text_encoder"),
 )
 _ENCODER_GROUPS = ("image_encoder", "text_encoder")
-
-
-class TrainingError(YofoError):
-    """Training cannot go on (a non-finite loss)."""
 
 
 # ------------------------------------------------------------------------------------------ schedule
