@@ -58,7 +58,7 @@ CONFIG = "demo"
 # `yofo synth`'s defaults: the benchmark configs/demo.yaml is trained on (`yofo synth data/synth`).
 DEFAULT_SYNTH: dict[str, Any] = {"seed": 0, "size": [96, 160], "frames": 16, "train": 400, "valid": 50,
                                  "options": asdict(SynthOptions())}
-TARGET_JF = 0.75  # the shipped model's target on synthetic valid (issue 5)
+TARGET_JF = 0.75  # the J&F the shipped model should reach on the synthetic valid split
 CALIBRATION_STEPS = 10  # steps timed before a training run with a time budget
 OVERLAY_SCALE = 3  # the 96×160 benchmark frames are enlarged so that the sentences stay legible
 OVERLAY_FPS = 4.0
