@@ -182,12 +182,13 @@ def _schema(cls: type) -> DictConfig:
     return cfg
 
 
-def _valid_keys(node: Any, prefix: str = "") -> list[str]:
-    keys = []
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        keys.extend(_valid_keys(value, name + ".") if isinstance(value, DictConfig) else [name])
-    return keys
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaves of a config (DictConfig or nested dicts) by dotted key: ``{"fm.mode": "multiscale", ...}``."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in flatten_config(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
 
 
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
@@ -197,7 +198,7 @@ def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
         key = err.full_key or str(err.key)
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = OmegaConf.select(base, parent) if parent else base
-        valid = ", ".join(_valid_keys(node, parent + "." if parent else "")) if isinstance(node, DictConfig) else ""
+        valid = ", ".join(flatten_config(node, parent + "." if parent else "")) if isinstance(node, DictConfig) else ""
         raise ConfigError(f"{source}: unknown config key '{key}'; valid keys: {valid}") from None
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)

@@ -40,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from yofo.config import GroupLrConfig
+from yofo.config import GroupLrConfig, flatten_config
 from yofo.data.clips import ClipDataset
 from yofo.engine.checkpoint import checkpoint_model_config, load_state, read_metadata, save_model
 from yofo.engine.distributed import Distributed, init_distributed
@@ -175,17 +175,11 @@ def _save_checkpoint(out: Path, model: YOFO, state: dict[str, Any]) -> Path:
     return folder
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: node}
-
-
 def _read_checkpoint(folder: Path, model_cfg: DictConfig) -> dict[str, Any]:
     """The training state of a checkpoint folder, after checking it fits ``model_cfg``; reads only."""
     weights = folder / MODEL_FILE
-    saved = _flatten(OmegaConf.to_container(checkpoint_model_config(weights), resolve=True))
-    wanted = _flatten(OmegaConf.to_container(model_cfg, resolve=True))
+    saved = flatten_config(checkpoint_model_config(weights))
+    wanted = flatten_config(model_cfg)
     # image_encoder.weights only initialises a new model; it does not change the network.
     diffs = [k for k in sorted(set(saved) | set(wanted)) if k != "image_encoder.weights" and saved.get(k) != wanted.get(k)]
     if diffs:
