@@ -24,14 +24,6 @@ from yofo.metrics import (
 )
 
 
-@pytest.fixture(scope="module")
-def real_data() -> Path:
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-    if not root.is_dir():
-        pytest.skip(f"real test data not found at {root}")
-    return root
-
-
 # ---------------------------------------------------------------- plain reference (pixel loops, explicit disk)
 
 
