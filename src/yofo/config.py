@@ -38,6 +38,10 @@ class TextEncoderConfig:
     # the local Hugging Face cache. Nothing is ever downloaded.
     name: str = "all-MiniLM-L6-v2"
     max_tokens: int = 32  # longer expressions are truncated with a warning
+    # cls: the [CLS] token of each of the last three layers (paper §3.2); mean: the mean over the sentence's
+    # tokens. The bundled MiniLM was trained for mean pooling: its [CLS] at layers 4 and 5 is the same
+    # vector for every sentence (cosine 1.000 over 120 synthetic expressions), so it needs `mean`.
+    pooling: str = "cls"
     store_weights: bool = True  # False: checkpoints omit the text encoder (it is rebuilt from `name`)
 
 
@@ -259,6 +263,7 @@ _CHOICES = {
     "image_encoder.arch": ("resnet18", "resnet34", "resnet50", "resnet101"),
     "fm.mode": ("multiscale", "baseline", "single_scale"),
     "fm.fusion": ("aca", "concat"),
+    "text_encoder.pooling": ("cls", "mean"),
 }
 
 

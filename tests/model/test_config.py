@@ -28,6 +28,7 @@ def test_unknown_key_in_a_file(tmp_path):
 
 @pytest.mark.parametrize("override,message", [
     ("model.fm.mode=triple", "model.fm.mode"),
+    ("model.text_encoder.pooling=max", "model.text_encoder.pooling.*cls, mean"),
     ("model.input_size=[100,160]", "multiples of 32"),
     ("model.memory.size=0", "model.memory.size"),
     ("model.fm.strides=[2,3,1]", "model.fm.strides"),

@@ -43,3 +43,27 @@ def test_unavailable_model_names_the_config_key(tmp_path):
     assert "local" in str(err.value)
     with pytest.raises(ConfigError):
         TextEncoder(str(tmp_path / "no-such-model"), out_dim=8)
+
+
+def test_mean_pooling_averages_real_tokens_only(encoder):
+    mean = TextEncoder("all-MiniLM-L6-v2", out_dim=32, max_tokens=8, pooling="mean")
+    mean.proj.load_state_dict(encoder.proj.state_dict())
+    # padding must not change a sentence's features: alone vs. batched with a longer sentence
+    alone = mean(["the red circle"])
+    batched = mean(["the red circle", "the small square moving left"])
+    torch.testing.assert_close(alone[0], batched[0], atol=1e-5, rtol=1e-5)
+    tokens = mean.tokenizer(["the red circle"], return_tensors="pt")
+    hidden = mean.bert(**tokens, output_hidden_states=True).hidden_states[-1]
+    torch.testing.assert_close(alone[0, 2], mean.proj[2](hidden[0].mean(0)))
+    assert not torch.allclose(alone, encoder(["the red circle"]))
+
+
+def test_bundled_cls_is_sentence_independent_in_middle_layers(encoder):
+    # why demo.yaml and tiny.yaml use pooling=mean: MiniLM's [CLS] at layers 4-5 ignores the sentence
+    tokens = encoder.tokenizer(["the red circle", "the blue square moving up"], padding=True, return_tensors="pt")
+    hidden = encoder.bert(**tokens, output_hidden_states=True).hidden_states
+    cls = torch.nn.functional.cosine_similarity(hidden[-3][0, 0], hidden[-3][1, 0], dim=0)
+    mask = tokens["attention_mask"].unsqueeze(-1)
+    mean = (hidden[-3] * mask).sum(1) / mask.sum(1)
+    assert cls > 0.99
+    assert torch.nn.functional.cosine_similarity(mean[0], mean[1], dim=0) < 0.95

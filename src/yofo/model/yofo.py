@@ -64,7 +64,8 @@ class YOFO(nn.Module):
         if load_pretrained and enc.weights:
             self.image_encoder.load_pretrained(enc.weights)
         c1, c2, c3, c4 = self.image_encoder.channels
-        self.text_encoder = TextEncoder(cfg.text_encoder.name, fm.dim, cfg.text_encoder.max_tokens)
+        txt = cfg.text_encoder
+        self.text_encoder = TextEncoder(txt.name, fm.dim, txt.max_tokens, txt.pooling)
         self.feature_mining = FeatureMining(
             (c2, c3, c4), fm.dim, fm.key_dim, fm.pool_sizes, cfg.target_dim, fm.mode, fm.fusion, fm.strides
         )
