@@ -31,9 +31,10 @@ MICRO = [
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four 64×64 synthetic videos in the Ref-YouTube-VOS layout."""
+    """64×64 synthetic videos of 6 frames in the Ref-YouTube-VOS layout: 4 train, 3 valid (2-4 objects each,
+    two expressions per object)."""
     root = tmp_path_factory.mktemp("synth") / "data"
-    synthesize(root, train=4, valid=0, seed=0, size=(64, 64), frames=6)
+    synthesize(root, train=4, valid=3, seed=0, size=(64, 64), frames=6)
     return root
 
 

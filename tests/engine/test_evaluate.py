@@ -18,7 +18,6 @@ from PIL import Image
 from yofo.cli import main
 from yofo.config import load_config
 from yofo.data.records import Expression, Video, read_mask
-from yofo.data.synthetic import synthesize
 from yofo.data.ytvos import load_ytvos
 from yofo.engine.checkpoint import save_model
 from yofo.engine.evaluate import davis_object_scores, shuffle_objects, zip_submission
@@ -49,14 +48,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three 64×64 synthetic valid videos of 6 frames (2-4 objects, two expressions per object)."""
-    root = tmp_path_factory.mktemp("synth") / "data"
-    synthesize(root, train=0, valid=3, seed=0, size=(64, 64), frames=6)
-    return root
-
-
 def _metrics(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
@@ -68,14 +59,14 @@ def _error(capsys) -> str:
 
 
 # ------------------------------------------------------------------------------------------- synthetic
-def test_eval_synthetic_end_to_end(checkpoint, synth, tmp_path, capsys):
+def test_eval_synthetic_end_to_end(checkpoint, synth_root, tmp_path, capsys):
     out = tmp_path / "eval"
-    args = ["eval", "--checkpoint", str(checkpoint), "--data", str(synth), "--format", "synthetic",
+    args = ["eval", "--checkpoint", str(checkpoint), "--data", str(synth_root), "--format", "synthetic",
             "--control", "shuffle", "--out", str(out), "--device", "cpu", "--no-progress"]
     assert main(args) == 0
     assert "J&F" in capsys.readouterr().out
     result = _metrics(out)
-    videos = load_ytvos(synth, "valid")
+    videos = load_ytvos(synth_root, "valid")
     expressions = [(v, e) for v in videos for e in v.expressions]
 
     assert 0.0 <= result["J&F"] <= 1.0
@@ -99,7 +90,7 @@ def test_eval_synthetic_end_to_end(checkpoint, synth, tmp_path, capsys):
     with Image.open(pngs[0]) as image:
         assert image.mode == "P" and image.size == (64, 64)
     again = tmp_path / "again"
-    assert main(["eval", "--predictions", str(out / "predictions"), "--data", str(synth), "--format", "synthetic",
+    assert main(["eval", "--predictions", str(out / "predictions"), "--data", str(synth_root), "--format", "synthetic",
                  "--control", "shuffle", "--out", str(again), "--no-progress"]) == 0
     rescored = _metrics(again)
     for key in ("J&F", "J", "F", "per_kind", "per_object"):
@@ -107,16 +98,17 @@ def test_eval_synthetic_end_to_end(checkpoint, synth, tmp_path, capsys):
     assert rescored["control"]["J&F"] == result["control"]["J&F"]
 
 
-def test_oracle_scores_one_and_shuffle_control_is_low(synth, tmp_path):
+def test_oracle_scores_one_and_shuffle_control_is_low(synth_root, tmp_path):
     """Ground truth given as predictions: J&F is exactly 1, and the control scores other objects' masks."""
     predictions = tmp_path / "oracle"
-    for video in load_ytvos(synth, "valid"):
+    for video in load_ytvos(synth_root, "valid"):
         for e in video.expressions:
             for name, mask_path in zip(video.frame_names, video.mask_paths):
                 write_palette_png(predictions / video.name / e.exp_id / f"{name}.png", read_mask(mask_path) == e.obj_id)
     from yofo.engine.evaluate import evaluate
 
-    result = evaluate(synth, "synthetic", tmp_path / "out", predictions=predictions, control_seed=0, progress=False)
+    result = evaluate(synth_root, "synthetic", tmp_path / "out", predictions=predictions, control_seed=0,
+                      progress=False)
     assert result["J&F"] == 1.0 and result["J"]["recall"] == 1.0 and result["J"]["decay"] == 0.0
     assert all(row["J-Mean"] == 1.0 for row in result["per_object"])
     assert result["control"]["J&F"] < 0.3  # distinct objects barely overlap
@@ -124,8 +116,8 @@ def test_oracle_scores_one_and_shuffle_control_is_low(synth, tmp_path):
     assert not (tmp_path / "out" / "predictions").exists()  # nothing to write when predictions are given
 
 
-def test_shuffle_is_a_deterministic_derangement(synth):
-    for video in load_ytvos(synth, "valid"):
+def test_shuffle_is_a_deterministic_derangement(synth_root):
+    for video in load_ytvos(synth_root, "valid"):
         mapping = shuffle_objects(video, seed=0)
         objects = {e.obj_id for e in video.expressions}
         assert set(mapping) == set(mapping.values()) == objects
@@ -139,11 +131,11 @@ def test_shuffle_is_a_deterministic_derangement(synth):
 
 # ---------------------------------------------------------------------------------------- submission
 @pytest.fixture
-def unlabelled(synth, tmp_path) -> Path:
+def unlabelled(synth_root, tmp_path) -> Path:
     """The synthetic videos as a Ref-YouTube-VOS valid split: frames only, expressions without obj_id or frames."""
     root = tmp_path / "ytvos"
-    shutil.copytree(synth / "valid" / "JPEGImages", root / "valid" / "JPEGImages")
-    meta = json.loads((synth / "meta_expressions" / "valid" / "meta_expressions.json").read_text())
+    shutil.copytree(synth_root / "valid" / "JPEGImages", root / "valid" / "JPEGImages")
+    meta = json.loads((synth_root / "meta_expressions" / "valid" / "meta_expressions.json").read_text())
     for entry in meta["videos"].values():
         del entry["frames"]
         for expression in entry["expressions"].values():
@@ -198,14 +190,14 @@ def test_davis_protocols_on_toy_masks():
         davis_object_scores(gt, np.full_like(gt, 3), "semi", "toy")
 
 
-def _davis_root(synth: Path, root: Path) -> Path:
+def _davis_root(synth_root: Path, root: Path) -> Path:
     """The synthetic videos in the DAVIS-2017 layout with Khoreva-style expression files for both annotators."""
-    videos = load_ytvos(synth, "valid")
+    videos = load_ytvos(synth_root, "valid")
     for folder in ("Annotations", "Annotations_unsupervised"):
         for v in videos:
-            shutil.copytree(synth / "valid" / "Annotations" / v.name, root / folder / "480p" / v.name)
+            shutil.copytree(synth_root / "valid" / "Annotations" / v.name, root / folder / "480p" / v.name)
     for v in videos:
-        shutil.copytree(synth / "valid" / "JPEGImages" / v.name, root / "JPEGImages" / "480p" / v.name)
+        shutil.copytree(synth_root / "valid" / "JPEGImages" / v.name, root / "JPEGImages" / "480p" / v.name)
     (root / "ImageSets" / "2017").mkdir(parents=True)
     (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(v.name for v in videos) + "\n")
     (root / "davis_text_annotations").mkdir()
@@ -220,8 +212,8 @@ def _davis_root(synth: Path, root: Path) -> Path:
 
 
 @pytest.mark.parametrize("protocol", ["semi", "unsupervised"])
-def test_eval_davis_both_annotators(checkpoint, synth, tmp_path, protocol):
-    root = _davis_root(synth, tmp_path / "DAVIS")
+def test_eval_davis_both_annotators(checkpoint, synth_root, tmp_path, protocol):
+    root = _davis_root(synth_root, tmp_path / "DAVIS")
     out = tmp_path / "eval"
     assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(root), "--format", "davis",
                  "--annotator", "both", "--protocol", protocol, "--out", str(out), "--device", "cpu",
@@ -229,7 +221,7 @@ def test_eval_davis_both_annotators(checkpoint, synth, tmp_path, protocol):
     result = _metrics(out)
     one, two = result["per_annotator"]["1"], result["per_annotator"]["2"]
     assert result["J&F"] == pytest.approx((one["J&F"] + two["J&F"]) / 2)
-    n_objects = sum(len({e.obj_id for e in v.expressions}) for v in load_ytvos(synth, "valid"))
+    n_objects = sum(len({e.obj_id for e in v.expressions}) for v in load_ytvos(synth_root, "valid"))
     assert one["objects"] == two["objects"] == n_objects
     frames = {row["frames"] for row in result["per_object"]}
     assert frames == ({4} if protocol == "semi" else {6})  # semi: first and last frames are not scored
@@ -266,26 +258,26 @@ def test_eval_davis_osvos_matches_published_scores(real_data, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- bad input
-def test_not_a_checkpoint(synth, tmp_path, capsys):
+def test_not_a_checkpoint(synth_root, tmp_path, capsys):
     bad = tmp_path / "weights.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    assert main(["eval", "--checkpoint", str(bad), "--data", str(synth), "--format", "synthetic",
+    assert main(["eval", "--checkpoint", str(bad), "--data", str(synth_root), "--format", "synthetic",
                  "--out", str(tmp_path / "out")]) == 2
     assert str(bad) in _error(capsys)
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_and_missized_predictions(synth, tmp_path, capsys):
-    video = load_ytvos(synth, "valid")[0]
+def test_missing_and_missized_predictions(synth_root, tmp_path, capsys):
+    video = load_ytvos(synth_root, "valid")[0]
     predictions = tmp_path / "pred"
-    for v in load_ytvos(synth, "valid"):
+    for v in load_ytvos(synth_root, "valid"):
         for e in v.expressions:
             for name in v.frame_names:
                 write_palette_png(predictions / v.name / e.exp_id / f"{name}.png", np.zeros((64, 64), np.uint8))
     out = tmp_path / "out"
     out.mkdir()
     (out / "earlier.txt").write_text("an earlier run")
-    args = ["eval", "--predictions", str(predictions), "--data", str(synth), "--format", "synthetic",
+    args = ["eval", "--predictions", str(predictions), "--data", str(synth_root), "--format", "synthetic",
             "--out", str(out), "--no-progress"]
     path = predictions / video.name / video.expressions[0].exp_id / f"{video.frame_names[2]}.png"
     write_palette_png(path, np.zeros((32, 64), np.uint8))
@@ -300,13 +292,13 @@ def test_missing_and_missized_predictions(synth, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # and no temporary folder
 
 
-def test_synthetic_format_needs_kinds(unlabelled, synth, tmp_path, capsys):
-    meta = json.loads((synth / "meta_expressions" / "valid" / "meta_expressions.json").read_text())
+def test_synthetic_format_needs_kinds(unlabelled, synth_root, tmp_path, capsys):
+    meta = json.loads((synth_root / "meta_expressions" / "valid" / "meta_expressions.json").read_text())
     for entry in meta["videos"].values():
         for expression in entry["expressions"].values():
             del expression["kind"]
     root = tmp_path / "plain"
-    shutil.copytree(synth, root)
+    shutil.copytree(synth_root, root)
     (root / "meta_expressions" / "valid" / "meta_expressions.json").write_text(json.dumps(meta))
     assert main(["eval", "--predictions", str(tmp_path), "--data", str(root), "--format", "synthetic",
                  "--out", str(tmp_path / "out")]) == 2
@@ -315,9 +307,9 @@ def test_synthetic_format_needs_kinds(unlabelled, synth, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------- sharding
 @pytest.mark.slow
-def test_sharded_eval_equals_single_process(checkpoint, synth, tmp_path):
+def test_sharded_eval_equals_single_process(checkpoint, synth_root, tmp_path):
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    common = ["--checkpoint", str(checkpoint), "--data", str(synth), "--format", "synthetic", "--control",
+    common = ["--checkpoint", str(checkpoint), "--data", str(synth_root), "--format", "synthetic", "--control",
               "shuffle", "--device", "cpu", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "yofo", "eval", *common, "--out", str(single)], env=env, check=True,
