@@ -22,10 +22,11 @@ Resumable: a run whose ``eval/metrics.json`` exists is skipped; an interrupted r
 checkpoint (bit-exact on CPU). Seeds and variants can be added to an existing folder; other settings cannot
 (``settings.json``), so that every row of the table has had the same budget.
 
-Default budget: 250 steps per run. Measured at ``demo`` size (batch 4, ``train.num_threads=1``) on the 2-core
-development machine while other jobs shared it: 1.5 steps/s (2 steps/s with a free core) and about 1 s per
+Default budget: 250 steps per run. Measured at ``demo`` size (16 frames per step: batch 4 of 4-frame clips
+then, batch 8 of 2-frame clips now; ``train.num_threads=1``) on the 2-core development machine while other
+jobs shared it: 1.5 steps/s (2 steps/s with a free core) and about 1 s per
 valid video to evaluate, i.e. ~3.7 min per run and ~70 min for the whole table of 6 variants × 3 seeds,
-leaving margin for a busier machine within ~90 minutes. That is far shorter than the 4000 steps the demo
+leaving margin for a busier machine within ~90 minutes. That is far shorter than the 6000 steps the demo
 recipe plans: the table compares variants at an equal small budget on synthetic data. The order of the
 variants it finds is a finding about this setting, not a target to reproduce the paper's Table 3.
 """

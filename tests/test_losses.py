@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from yofo.errors import InputError
-from yofo.losses import lovasz_hinge, lovasz_sigmoid, segmentation_loss
+from yofo.losses import label_loss, lovasz_hinge, lovasz_sigmoid, segmentation_loss
 
 # ------------------------------------------------------------------------------------------ numpy reference
 
@@ -221,3 +221,19 @@ def test_half_precision_logits_count_pixels_exactly():
     half = lovasz_sigmoid(logits, labels)
     assert torch.isfinite(half)
     assert half.item() == pytest.approx(lovasz_sigmoid(logits.float(), labels).item(), rel=1e-3)
+
+
+def test_label_loss_averages_masks_and_valid_pixels_to_the_grid():
+    labels = torch.zeros(1, 1, 1, 4, 4)
+    labels[..., :2, :2] = 1  # the top-left cell is covered, the others are empty
+    logits = torch.zeros(1, 1, 1, 2, 2)
+    logits[..., 0, 0] = 2.0
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    expected = (bce(torch.tensor(2.0), torch.tensor(1.0)) + 3 * bce(torch.tensor(0.0), torch.tensor(0.0))) / 4
+    assert label_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    valid = torch.ones_like(labels)
+    valid[..., :2, 2:] = 0  # the top-right cell is left out; half of the top-left cell is void
+    valid[..., 0, :2] = 0
+    target = torch.tensor(1.0)  # the valid half of the top-left cell is all foreground
+    expected = (0.5 * bce(torch.tensor(2.0), target) + 2 * bce(torch.tensor(0.0), torch.tensor(0.0))) / 2.5
+    assert label_loss(logits, labels, valid).item() == pytest.approx(expected.item(), rel=1e-6)

@@ -28,6 +28,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 class ImageEncoderConfig:
     arch: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101
     width: int = 64  # base width; 64 is torchvision's, smaller widths give fast CPU variants
+    output_stride: int = 32  # 32 | 16 | 8: 16 and 8 dilate layer4 (and layer3) instead of striding
     weights: Optional[str] = None  # torchvision-format .pth / .safetensors, read when the model is built
 
 
@@ -121,6 +122,8 @@ class DataConfig:
     datasets: list[DatasetSpec] = field(default_factory=list)
     num_frames: int = 4  # T frames per clip
     max_gap: int = 100  # window the frames are drawn from
+    # items 2g and 2g+1 show the same frames with expressions of two different objects (yofo.data.clips)
+    pair_expressions: bool = False
     num_workers: int = 0
     cache_mb: int = 512  # decoded, resized frames and masks kept per loader process (0 = no cache)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -164,6 +167,8 @@ class TrainConfig:
     )  # LWL stage 2: every group at 2e-5 (brief §2.7)
     loss_weight: float = 100.0  # ×100 Lovász-Sigmoid, batch-pooled (brief §4.3)
     bce_weight: float = 0.0  # + binary cross-entropy (paper: 0); needed when training from scratch (losses.py)
+    # + deep supervision of Y, losses.label_loss (paper: 0); gives feature mining a direct signal from scratch
+    aux_weight: float = 0.0
     amp: str = "bf16"  # bf16 | fp16 | none; used on CUDA only, CPU trains in fp32
     checkpoint_every: int = 1000  # steps
     log_every: int = 10  # steps
@@ -261,6 +266,7 @@ def model_config_from_dict(data: dict) -> DictConfig:
 
 _CHOICES = {
     "image_encoder.arch": ("resnet18", "resnet34", "resnet50", "resnet101"),
+    "image_encoder.output_stride": (32, 16, 8),
     "fm.mode": ("multiscale", "baseline", "single_scale"),
     "fm.fusion": ("aca", "concat"),
     "text_encoder.pooling": ("cls", "mean"),
@@ -272,7 +278,7 @@ def validate_model_config(model: DictConfig) -> None:
     for key, choices in _CHOICES.items():
         value = OmegaConf.select(model, key)
         if value not in choices:
-            raise ConfigError(f"model.{key}: '{value}' is not one of {', '.join(choices)}")
+            raise ConfigError(f"model.{key}: '{value}' is not one of {', '.join(map(str, choices))}")
     height, width = model.input_size
     if len(model.input_size) != 2 or height % 32 or width % 32 or height <= 0 or width <= 0:
         raise ConfigError(f"model.input_size: {list(model.input_size)} must be [H, W], both positive multiples of 32")

@@ -188,7 +188,7 @@ def plot_training_curve(log: Path, png: Path) -> dict[str, Any]:
         axes.axvline(stage1[-1], color="grey", linestyle="--", linewidth=1)
         axes.text(stage1[-1], max(loss), " stage 2", color="grey", va="top")
     axes.set_xlabel("step")
-    axes.set_ylabel("training loss (train.loss_weight × (Lovász-Sigmoid + bce_weight × BCE))")
+    axes.set_ylabel("training loss")  # train.loss_weight × (Lovász + bce_weight × BCE + aux_weight × Y loss)
     axes.set_title(f"training curve ({log.name})")
     axes.grid(alpha=0.3)
     figure.tight_layout()

@@ -135,3 +135,30 @@ def segmentation_loss(
         bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
         loss = loss + bce_weight * (bce * keep).sum() / keep.sum().clamp_min(1)
     return weight * loss
+
+
+def label_loss(label_logits: Tensor, labels: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Deep supervision of the target labels Y: binary cross-entropy of their 1×1 readout at Y's grid.
+
+    The mask and the valid map are area-averaged to the readout's grid, so a cell's target is the fraction of
+    it the object covers and its weight the fraction that is valid.
+
+    Args:
+        label_logits: ``(B, T, 1, h, w)`` readout of Y (:meth:`yofo.model.yofo.YOFO.forward` with ``label_logits``).
+        labels: ``(B, T, 1, H, W)`` masks in {0, 1}.
+        valid: optional ``(B, T, 1, H, W)``; 0 marks pixels to leave out.
+
+    Returns:
+        scalar, the valid-weighted mean over cells.
+    """
+    size = label_logits.shape[-2:]
+
+    def area(x: Tensor) -> Tensor:
+        return torch.nn.functional.interpolate(x.flatten(0, 1).to(label_logits.dtype), size=size, mode="area")
+
+    weight = area(valid) if valid is not None else torch.ones_like(label_logits.flatten(0, 1))
+    target = area(labels * valid if valid is not None else labels) / weight.clamp_min(1e-6)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        label_logits.flatten(0, 1), target.clamp(0, 1), reduction="none"
+    )
+    return (bce * weight).sum() / weight.sum().clamp_min(1e-6)

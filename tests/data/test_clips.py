@@ -124,3 +124,17 @@ def test_corrupt_training_frame_is_reported_with_its_path(ytvos_root: Path) -> N
     dataset = ClipDataset(_config(f"data.root={ytvos_root}", "model.input_size=[32,32]"), seed=0)
     with pytest.raises(DatasetError, match=r"train/JPEGImages/(a1|b2)/\d{5}\.jpg: cannot read image"):
         dataset[0]
+
+
+def test_paired_items_share_the_clip_and_refer_to_different_objects(synth_root: Path) -> None:
+    cfg = _config(f"data.root={synth_root}", "data.pair_expressions=true", "data.augment.hflip_p=0.5")
+    dataset = ClipDataset(cfg, seed=0)
+    videos = {v.name: v for v in load_ytvos(synth_root, "train")}
+    for group in range(4):
+        a, b = dataset[2 * group], dataset[2 * group + 1]
+        assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["valid"], b["valid"])
+        (_, video_a, exp_a), (_, video_b, exp_b) = a["source"].split(":"), b["source"].split(":")
+        assert video_a == video_b
+        objects = {e.exp_id: e.obj_id for e in videos[video_a].expressions}
+        assert objects[exp_a] != objects[exp_b]  # every synthetic training video has two or more objects
+        assert not torch.equal(a["masks"], b["masks"]) and not (a["masks"].bool() & b["masks"].bool()).any()

@@ -39,14 +39,18 @@ def test_parameter_groups_follow_the_two_stage_recipe(micro):
     assert groups["reg"]["lr"] == pytest.approx(0.5 * lr) and groups["phi"]["lr"] == pytest.approx(0.1 * lr)
     assert groups["decoder"]["lr"] == pytest.approx(0.5 * lr) and groups["feature_mining"]["lr"] == pytest.approx(lr)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    assert frozen == {n for n, _ in model.named_parameters() if n.startswith(("image_encoder.", "text_encoder.bert."))}
+    assert frozen == {n for n, _ in model.named_parameters()
+                      if n.startswith(("image_encoder.", "text_encoder.bert.", "feature_mining.label_readout."))}
 
     groups = {g["name"]: g for g in parameter_groups(model, cfg.train.stage2)}
     assert set(groups) == {"reg", "phi", "feature_mining", "text_proj", "decoder", "image_encoder", "text_encoder"}
     assert {g["lr"] for g in groups.values()} == {cfg.train.stage2.lr}
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    assert frozen == {n for n, _ in model.named_parameters() if n.startswith(("image_encoder.conv1", "image_encoder.bn1",
-                                                                            "image_encoder.layer1."))}
+    assert frozen == {n for n, _ in model.named_parameters() if n.startswith((
+        "image_encoder.conv1", "image_encoder.bn1", "image_encoder.layer1.", "feature_mining.label_readout."))}
+    assert not model.feature_mining.label_readout.weight.requires_grad  # no deep supervision: no gradient
+    parameter_groups(model, cfg.train.stage2, deep_supervision=True)
+    assert model.feature_mining.label_readout.weight.requires_grad
     model.cfg.text_encoder.store_weights = False  # a checkpoint would not hold a trained transformer
     assert "text_encoder" not in {g["name"] for g in parameter_groups(model, cfg.train.stage2)}
     assert not any(p.requires_grad for p in model.text_encoder.bert.parameters())
@@ -101,6 +105,7 @@ def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, 
         (["train.unknown_key=1"], "unknown config key 'train.unknown_key'"),
         (["train.amp=fp8"], "train.amp"),
         (["train.batch_size=0"], "train.batch_size"),
+        (["data.pair_expressions=true", "train.batch_size=3"], "must be even with data.pair_expressions"),
     ],
 )
 def test_bad_input_is_a_one_line_error_and_writes_nothing(micro, tmp_path, capsys, overrides, message):
@@ -109,3 +114,17 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(micro, tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert not out.exists()
+
+
+def test_deep_supervision_trains_the_label_readout(micro, tmp_path, single_thread):
+    readouts = {}
+    for aux in (0.0, 1.0):
+        out = tmp_path / f"aux{aux}"
+        args = ["train", "tiny", *micro, "train.iters_per_epoch=1", "train.stage1.epochs=2", "train.stage2.epochs=0",
+                f"train.aux_weight={aux}", "data.pair_expressions=true", "--out", str(out), "--no-progress"]
+        assert main(args) == 0
+        readouts[aux] = yofo.load(out / "model.safetensors").feature_mining.label_readout.weight
+    cfg = load_config("tiny", micro)
+    torch.manual_seed(cfg.train.seed)
+    initial = build_model(cfg.model).feature_mining.label_readout.weight
+    assert torch.equal(readouts[0.0], initial) and not torch.allclose(readouts[1.0], initial)

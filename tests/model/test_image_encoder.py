@@ -100,3 +100,25 @@ def test_feature_strides_and_channels(arch, width, channels):
 def test_normalize_uses_imagenet_statistics():
     x = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1).expand(3, 2, 2)
     assert normalize(x).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("output_stride,strides,layer4_dilations", [
+    (16, (4, 8, 16, 16), (1, 2)),
+    (8, (4, 8, 8, 8), (2, 4)),
+])
+def test_dilated_output_stride_keeps_the_parameters(arch, output_stride, strides, layer4_dilations):
+    dense, dilated = ResNet(arch, 8), ResNet(arch, 8, output_stride)
+    assert {k: v.shape for k, v in dense.state_dict().items()} == {k: v.shape for k, v in dilated.state_dict().items()}
+    with torch.no_grad():
+        feats = dilated.eval()(torch.randn(1, 3, 64, 96))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(64 // s, 96 // s) for s in strides]
+    # torchvision's replace_stride_with_dilation: a dilated stage's first block keeps the previous dilation
+    convs = [m for m in dilated.layer4.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert max(c.stride[0] for c in convs) == 1
+    assert (convs[0].dilation[0], convs[-1].dilation[0]) == layer4_dilations
+
+
+def test_output_stride_must_be_known():
+    with pytest.raises(ValueError, match="output_stride"):
+        ResNet("resnet18", 8, 4)

@@ -15,6 +15,12 @@ uniformly within it. Video clips take T frames in temporal order, distinct when 
 Every index has its own generator, ``numpy.random.Generator(PCG64([seed, index]))``, used for every choice
 including the augmentation, so an item never depends on which items were drawn before. That makes
 training resumable from a step count and shardable over DDP ranks (rank r takes indices r, r + W, ...).
+
+With ``data.pair_expressions``, items 2g and 2g+1 share the generator ``PCG64([seed, g])``: the same video,
+frames and augmentation, but item 2g+1 takes an expression of another object of the video (of the same
+object when the video has one; an image keeps its object). The two differ only by the sentence, so the
+batch itself shows that the sentence decides the mask; batches should then hold both items of a pair
+(an even batch size per process).
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class ClipDataset(Dataset):
         self.size = (int(cfg.model.input_size[0]), int(cfg.model.input_size[1]))
         self.num_frames = int(data.num_frames)
         self.max_gap = int(data.max_gap)
+        self.pair_expressions = bool(data.pair_expressions)
         self.augment = data.augment
         if data.root:
             specs = [as_spec({"format": "ytvos", "root": data.root, "split": "train"}, "data")]
@@ -121,7 +128,8 @@ class ClipDataset(Dataset):
             torch.set_num_threads(threads)
 
     def _item(self, index: int) -> dict[str, Any]:
-        rng = np.random.Generator(np.random.PCG64([self.seed, int(index)]))
+        group, member = divmod(int(index), 2) if self.pair_expressions else (int(index), 0)
+        rng = np.random.Generator(np.random.PCG64([self.seed, group]))
         which = int(rng.choice(len(self.weights), p=self.weights))
         record_index, expression_index = self.samples[which][rng.integers(len(self.samples[which]))]
         record = self.records[which][record_index]
@@ -130,8 +138,11 @@ class ClipDataset(Dataset):
             frames, masks, valid = self._image_clip(record, key=(which, record_index))
             source = f"{self.names[which]}:{record.image_id}:{record.ref_id}:{expression.exp_id}"
         else:
-            expression = record.expressions[expression_index]
-            frames, masks, valid = self._video_clip(record, expression.obj_id, rng)
+            anchor = record.expressions[expression_index]
+            # both members draw the partner, so the generator is in the same state for the clip and augmentation
+            partner = self._partner(record, anchor.obj_id, rng) if self.pair_expressions else anchor
+            expression = partner if member else anchor
+            frames, masks, valid = self._video_clip(record, anchor.obj_id, rng, target_id=expression.obj_id)
             source = f"{self.names[which]}:{record.name}:{expression.exp_id}"
         frames, masks, valid, text = augment_clip(
             frames, masks, valid, expression.text, rng, self.augment, from_image=isinstance(record, ImageRef)
@@ -144,8 +155,20 @@ class ClipDataset(Dataset):
     def _mask(self, path: Any) -> np.ndarray:
         return self._cache.get(("mask", path), lambda: read_mask(path, self.size))
 
-    def _video_clip(self, video: Video, obj_id: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
-        """Frames (T, 3, H, W), target (T, 1, H, W) and valid (T, 1, H, W) of a clip of ``video``."""
+    @staticmethod
+    def _partner(video: Video, obj_id: int, rng: np.random.Generator) -> Any:
+        """An expression of another object of ``video`` than ``obj_id`` (of ``obj_id`` when there is none)."""
+        others = [e for e in video.expressions if e.obj_id is not None and e.obj_id != obj_id]
+        others = others or [e for e in video.expressions if e.obj_id == obj_id]
+        return others[int(rng.integers(len(others)))]
+
+    def _video_clip(
+        self, video: Video, obj_id: int, rng: np.random.Generator, target_id: int | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """Frames (T, 3, H, W), target (T, 1, H, W) and valid (T, 1, H, W) of a clip of ``video``.
+
+        Frames are drawn so that ``obj_id`` appears; the target mask is that of ``target_id`` (default ``obj_id``).
+        """
         annotated = [t for t, path in enumerate(video.mask_paths) if path is not None]
         for _ in range(_REDRAWS):
             start = int(rng.integers(0, max(1, len(annotated) - self.max_gap)))
@@ -156,7 +179,7 @@ class ClipDataset(Dataset):
             if (ids == obj_id).any():
                 break
         images = np.stack([self._frame(video.frame_paths[t]) for t in picked])
-        return _to_tensors(images, ids == obj_id, ids != VOID)
+        return _to_tensors(images, ids == (obj_id if target_id is None else target_id), ids != VOID)
 
     def _image_clip(self, ref: ImageRef, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         """One image and its mask repeated T times (the affine warp is part of the augmentation).

@@ -46,7 +46,7 @@ from yofo.engine.checkpoint import checkpoint_model_config, load_state, read_met
 from yofo.engine.distributed import Distributed, init_distributed
 from yofo.errors import CheckpointError, ConfigError, TrainingError
 from yofo.files import atomic_write
-from yofo.losses import segmentation_loss
+from yofo.losses import label_loss, segmentation_loss
 from yofo.model.image_encoder import normalize
 from yofo.model.yofo import YOFO, build_model
 
@@ -102,13 +102,17 @@ class StepSampler(Sampler[list[int]]):
         return max(0, self.end - self.start)
 
 
-def parameter_groups(model: YOFO, stage: DictConfig, freeze_stem: bool = True) -> list[dict[str, Any]]:
+def parameter_groups(
+    model: YOFO, stage: DictConfig, freeze_stem: bool = True, deep_supervision: bool = False
+) -> list[dict[str, Any]]:
     """Adam parameter groups of a stage; sets ``requires_grad`` so frozen parts cost no backward pass.
 
     Args:
         model: the network.
         stage: ``train.stage1`` or ``train.stage2`` (:class:`yofo.config.StageConfig`).
         freeze_stem: keep conv1, bn1 and layer1 of the image encoder frozen even when encoders train.
+        deep_supervision: train ``feature_mining.label_readout`` (``train.aux_weight > 0``); otherwise it has
+            no gradient and stays frozen.
 
     Returns:
         non-empty groups ``{"params", "lr", "name", "scale"}`` with ``lr = stage.lr × stage.group_lr[name]``.
@@ -124,7 +128,7 @@ def parameter_groups(model: YOFO, stage: DictConfig, freeze_stem: bool = True) -
         # The transformer is trained only if checkpoints hold it: otherwise its training would be lost.
         trainable = group is not None and (
             group not in _ENCODER_GROUPS or (stage.train_encoders and (group != "text_encoder" or store_text))
-        )
+        ) and (deep_supervision or not name.startswith("feature_mining.label_readout."))
         param.requires_grad_(trainable)
         if trainable:
             members[group].append(param)
@@ -245,7 +249,7 @@ class MetricsLog:
 
 
 # ------------------------------------------------------------------------------------------ training
-def _check(train_cfg: DictConfig, world_size: int, max_steps: int | None) -> None:
+def _check(train_cfg: DictConfig, world_size: int, max_steps: int | None, pair_expressions: bool) -> None:
     if train_cfg.amp not in ("bf16", "fp16", "none"):
         raise ConfigError(f"train.amp: '{train_cfg.amp}' is not one of bf16, fp16, none")
     if train_cfg.batch_size < 1 or train_cfg.batch_size % world_size:
@@ -259,6 +263,9 @@ def _check(train_cfg: DictConfig, world_size: int, max_steps: int | None) -> Non
             raise ConfigError(f"train.{key}: {OmegaConf.select(train_cfg, key)} must be >= 0")
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"--max-steps: {max_steps} must be >= 1")
+    if pair_expressions and train_cfg.batch_size % 2:
+        raise ConfigError(f"train.batch_size: {train_cfg.batch_size} must be even with data.pair_expressions "
+                          "(a batch holds both clips of each pair)")
 
 
 def train(
@@ -304,7 +311,7 @@ def _start_stage(
     """
     tc = cfg.train
     stage_cfg = tc.stage1 if stage == 1 else tc.stage2
-    optimizer = torch.optim.Adam(parameter_groups(model, stage_cfg, tc.freeze_stem))
+    optimizer = torch.optim.Adam(parameter_groups(model, stage_cfg, tc.freeze_stem, tc.aux_weight > 0))
     milestones = [m * tc.iters_per_epoch for m in stage_cfg.milestones]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, stage_cfg.gamma)
     if saved is not None and saved["stage"] == stage:
@@ -328,7 +335,7 @@ def _start_stage(
 
 def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, progress: bool, dist: Distributed) -> YOFO:
     tc, device = cfg.train, dist.device
-    _check(tc, dist.world_size, max_steps)
+    _check(tc, dist.world_size, max_steps, cfg.data.pair_expressions)
     steps = stage_steps(tc)
     end = sum(steps) if max_steps is None else min(max_steps, sum(steps))
     say = tqdm.write if dist.is_main else lambda message: None
@@ -393,8 +400,11 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
             frames = normalize(batch["frames"].to(device, non_blocking=True).contiguous())
             masks, valid = batch["masks"].to(device), batch["valid"].to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                logits = net(frames, list(batch["text"]))
+                outputs = net(frames, list(batch["text"]), label_logits=tc.aux_weight > 0)
+            logits, label_logits = outputs if tc.aux_weight > 0 else (outputs, None)
             loss = segmentation_loss(logits.float(), masks, valid, tc.loss_weight, tc.bce_weight)
+            if label_logits is not None:
+                loss = loss + tc.loss_weight * tc.aux_weight * label_loss(label_logits.float(), masks, valid)
             value = dist.mean(loss.detach()).item()  # the same on every rank, so all stop together
             if not math.isfinite(value):
                 last = latest_checkpoint(out)

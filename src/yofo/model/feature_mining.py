@@ -1,6 +1,7 @@
 """Cross-modal feature mining (paper §3.2, Fig. 3): image + language features -> target Y and weight W.
 
-Scales i = 1, 2, 3 use X_1 = layer2 (s8), X_2 = layer3 (s16), X_3 = layer4 (s32) and z_1..z_3 (brief §7.1).
+Scales i = 1, 2, 3 use X_1 = layer2 (s8), X_2 = layer3 (s16), X_3 = layer4 (s32; s16 with a dilated layer4,
+``model.image_encoder.output_stride=16``) and z_1..z_3 (brief §7.1).
 
 * ``multiscale`` (Fig. 3b, the paper's FM): B_i = F(X_i, z_i) at every scale;
   B̂_1 = conv_s1(B_1), B̂_i = conv_si([B_i, B̂_{i-1}]).
@@ -10,7 +11,9 @@ Scales i = 1, 2, 3 use X_1 = layer2 (s8), X_2 = layer3 (s16), X_3 = layer4 (s32)
 
 Strides default to (2, 2, 1), so B̂_3 sits at s32 (brief §7.2; the literal (2, 2, 2) gives s64). Y and W come
 from two 3×3 heads on B̂_3 (LWL's label/weight heads, brief §2.5: Y with ReLU; W initialised to exactly 1)
-and are resized bilinearly to the target model's grid (s16).
+and are resized bilinearly to the target model's grid (s16). ``label_readout`` (1×1, Y -> one mask logit) is
+not part of the network's output: it serves the training's optional deep supervision of Y
+(``train.aux_weight``, :func:`yofo.losses.label_loss`).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class FeatureMining(nn.Module):
         )
         self.label_head = nn.Conv2d(dim, target_dim, 3, padding=1)
         self.weight_head = nn.Conv2d(dim, target_dim, 3, padding=1)
+        self.label_readout = nn.Conv2d(target_dim, 1, 1)
         init_conv_weights(self)
         nn.init.zeros_(self.weight_head.weight)  # W ≡ 1 at initialisation (LWL, brief §2.5)
         nn.init.ones_(self.weight_head.bias)

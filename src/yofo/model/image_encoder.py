@@ -33,11 +33,13 @@ def normalize(images: Tensor) -> Tensor:
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None, dilation: int = 1
+    ):
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, dilation, dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, dilation, dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -52,11 +54,13 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None, dilation: int = 1
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilation, dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
@@ -71,6 +75,8 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+OUTPUT_STRIDES = (32, 16, 8)
+
 ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
@@ -80,7 +86,7 @@ ARCHS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 
 
 class ResNetFeatures(NamedTuple):
-    """Outputs of the four ResNet stages: strides 4, 8, 16, 32."""
+    """Outputs of the four ResNet stages: strides 4, 8, 16, 32 (16, 16 or 8, 8 for layer3, layer4 when dilated)."""
 
     layer1: Tensor
     layer2: Tensor
@@ -94,23 +100,29 @@ class ResNet(nn.Module):
     Args:
         arch: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
         width: base width (torchvision: 64); smaller values give fast CPU variants with the same topology.
+        output_stride: 32 (torchvision), or 16 / 8: layer4 (and layer3) keep the resolution of the stage
+            before and dilate their 3×3 convolutions instead (torchvision's ``replace_stride_with_dilation``,
+            also for the basic blocks of ResNet-18/34). Same parameters, same keys.
 
     Attributes:
         channels: output channels of layer1..layer4, e.g. (256, 512, 1024, 2048) for ResNet-50.
     """
 
-    def __init__(self, arch: str = "resnet50", width: int = 64):
+    def __init__(self, arch: str = "resnet50", width: int = 64, output_stride: int = 32):
         super().__init__()
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
         block, layers = ARCHS[arch]
         self.inplanes = width
+        self.dilation = 1
         self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.layer1 = self._make_layer(block, width, layers[0], 1)
         self.layer2 = self._make_layer(block, width * 2, layers[1], 2)
-        self.layer3 = self._make_layer(block, width * 4, layers[2], 2)
-        self.layer4 = self._make_layer(block, width * 8, layers[3], 2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], 2, dilate=output_stride == 8)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], 2, dilate=output_stride < 32)
         self.channels = tuple(width * m * block.expansion for m in (1, 2, 4, 8))
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
@@ -119,20 +131,26 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
+    def _make_layer(
+        self, block: type[nn.Module], planes: int, blocks: int, stride: int, dilate: bool = False
+    ) -> nn.Sequential:
+        previous_dilation = self.dilation
+        if dilate:  # the first block keeps the previous dilation, as in torchvision
+            self.dilation *= stride
+            stride = 1
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample)]
+        layers = [block(self.inplanes, planes, stride, downsample, previous_dilation)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, dilation=self.dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, images: Tensor) -> ResNetFeatures:
-        """``images (N, 3, H, W)`` normalised -> layer1 ``(N, c1, H/4, W/4)`` ... layer4 ``(N, c4, H/32, W/32)``."""
+        """``images (N, 3, H, W)`` normalised -> layer1 ``(N, c1, H/4, W/4)`` ... layer4 ``(N, c4, H/os, W/os)``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         l1 = self.layer1(x)
         l2 = self.layer2(l1)

@@ -60,7 +60,7 @@ class YOFO(nn.Module):
         super().__init__()
         self.cfg = cfg
         enc, fm, mt = cfg.image_encoder, cfg.fm, cfg.meta_transfer
-        self.image_encoder = ResNet(enc.arch, enc.width)
+        self.image_encoder = ResNet(enc.arch, enc.width, enc.output_stride)
         if load_pretrained and enc.weights:
             self.image_encoder.load_pretrained(enc.weights)
         c1, c2, c3, c4 = self.image_encoder.channels
@@ -124,9 +124,10 @@ class YOFO(nn.Module):
         if frame.dim() == 4 and frame.shape[0] not in (1, state.text.shape[0]):
             raise InputError(f"frame: batch {frame.shape[0]} must be 1 or the number of expressions "
                              f"{state.text.shape[0]}")
-        return self._step(self.frame_features(frame), state)
+        return self._step(self.frame_features(frame), state)[0]
 
-    def _step(self, frame: FrameFeatures, state: StreamState) -> Tensor:
+    def _step(self, frame: FrameFeatures, state: StreamState) -> tuple[Tensor, Tensor]:
+        """Logits ``(K, 1, H, W)`` and the target labels Y ``(K, D, h16, w16)`` of one frame."""
         height, width = frame.layers.layer3.shape[-2:]
         labels, weights = self.feature_mining(frame.mining, state.text, (height, width))
         if self.meta_transfer is None:
@@ -148,24 +149,31 @@ class YOFO(nn.Module):
             encoding = apply_filter(frame.target_input.unsqueeze(1), state.filters).squeeze(1)
         state.frames_seen += 1
         size = (frame.layers.layer1.shape[-2] * 4, frame.layers.layer1.shape[-1] * 4)
-        return self.decoder(frame.decoding, encoding, size)
+        return self.decoder(frame.decoding, encoding, size), labels
 
-    def forward(self, frames: Tensor, text: Tensor | Sequence[str]) -> Tensor:
+    def forward(
+        self, frames: Tensor, text: Tensor | Sequence[str], label_logits: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Clip forward (training and offline inference).
 
         Args:
             frames: ``(B, T, 3, H, W)`` normalised, one clip per expression, frames in temporal order.
             text: B strings or ``(B, 3, C)`` from :meth:`encode_text`.
+            label_logits: also return the readout of Y (``feature_mining.label_readout``) for deep supervision.
 
         Returns:
-            logits ``(B, T, 1, H, W)``.
+            logits ``(B, T, 1, H, W)``; with ``label_logits`` also ``(B, T, 1, h16, w16)``.
         """
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise InputError(f"frames: expected (B, T, 3, H, W) normalised RGB, got shape {tuple(frames.shape)}")
         state = self.start(text)
         if state.text.shape[0] != frames.shape[0]:
             raise InputError(f"text: {state.text.shape[0]} expressions for {frames.shape[0]} clips")
-        return torch.stack([self._step(self.frame_features(frames[:, t]), state) for t in range(frames.shape[1])], 1)
+        steps = [self._step(self.frame_features(frames[:, t]), state) for t in range(frames.shape[1])]
+        logits = torch.stack([out for out, _ in steps], 1)
+        if not label_logits:
+            return logits
+        return logits, torch.stack([self.feature_mining.label_readout(labels) for _, labels in steps], 1)
 
 
 def build_model(cfg: DictConfig, load_pretrained: bool = True) -> YOFO:
