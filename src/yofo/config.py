@@ -19,6 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from yofo.errors import ConfigError
+from yofo.model.feature_mining import MODES
+from yofo.model.image_encoder import ARCHS, OUTPUT_STRIDES
+from yofo.model.text_encoder import POOLINGS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -264,12 +267,12 @@ def model_config_from_dict(data: dict) -> DictConfig:
     return cfg
 
 
-_CHOICES = {
-    "image_encoder.arch": ("resnet18", "resnet34", "resnet50", "resnet101"),
-    "image_encoder.output_stride": (32, 16, 8),
-    "fm.mode": ("multiscale", "baseline", "single_scale"),
+_CHOICES = {  # the modules' own lists, so that a choice added there is accepted here
+    "image_encoder.arch": tuple(ARCHS),
+    "image_encoder.output_stride": OUTPUT_STRIDES,
+    "fm.mode": MODES,
     "fm.fusion": ("aca", "concat"),
-    "text_encoder.pooling": ("cls", "mean"),
+    "text_encoder.pooling": POOLINGS,
 }
 
 

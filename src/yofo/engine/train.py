@@ -371,6 +371,7 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
         return model.eval()
 
     amp = device.type == "cuda" and tc.amp != "none"  # CPU trains in fp32
+    deep_supervision = tc.aux_weight > 0
     amp_dtype = torch.float16 if tc.amp == "fp16" else torch.bfloat16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and tc.amp == "fp16")
     elapsed = saved["elapsed"] if saved is not None else 0.0
@@ -400,11 +401,11 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
             frames = normalize(batch["frames"].to(device, non_blocking=True).contiguous())
             masks, valid = batch["masks"].to(device), batch["valid"].to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                outputs = net(frames, list(batch["text"]), label_logits=tc.aux_weight > 0)
-            logits, label_logits = outputs if tc.aux_weight > 0 else (outputs, None)
+                outputs = net(frames, list(batch["text"]), label_logits=deep_supervision)
+            logits = outputs[0] if deep_supervision else outputs
             loss = segmentation_loss(logits.float(), masks, valid, tc.loss_weight, tc.bce_weight)
-            if label_logits is not None:
-                loss = loss + tc.loss_weight * tc.aux_weight * label_loss(label_logits.float(), masks, valid)
+            if deep_supervision:
+                loss = loss + tc.loss_weight * tc.aux_weight * label_loss(outputs[1].float(), masks, valid)
             value = dist.mean(loss.detach()).item()  # the same on every rank, so all stop together
             if not math.isfinite(value):
                 last = latest_checkpoint(out)
