@@ -13,13 +13,14 @@ from yofo.commands.bench import BenchSpec, build_bench_model, synthetic_frames, 
 
 def test_bench_json_report(capsys):
     code = main(["bench", "--config", "tiny", "--size", "64x96", "--frames", "2", "--warmup", "1",
-                 "--objects", "1,3", "--memory-frames", "3", "--json"])  # one child process: it imports torch
+                 "--objects", "1,3", "--memory-frames", "3", "--no-channels-last", "--json"])  # one child process: it imports torch
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["image_encoder_ms"] > 0
     assert set(result["pipeline_ms"]) == {"1", "3"} and min(result["pipeline_ms"].values()) > 0
     assert set(result["peak_rss_mb"]) == {"3"} and min(result["peak_rss_mb"].values()) > 0
     assert result["text_encoder"] == "all-MiniLM-L6-v2" and result["size"] == [64, 96]
+    assert result["channels_last"] is False
     for components in result["components_ms"].values():
         assert {"image_encoder", "solver", "fm_text_part", "decoder_text_part"} <= set(components)
         assert all(ms >= 0 for name, ms in components.items() if name != "other")

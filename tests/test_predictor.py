@@ -52,6 +52,18 @@ def test_streaming_equals_clip_forward(model, frames):
     assert np.array_equal(masks, offline > 0)
 
 
+def test_channels_last_is_the_same_function(model, frames):
+    assert VideoSegmenter(model, device="cpu").memory_format == torch.channels_last  # the CPU default
+    logits = {}
+    for channels_last in (False, True):
+        segmenter = VideoSegmenter(model, device="cpu", channels_last=channels_last)
+        segmenter.start(TEXTS)
+        logits[channels_last] = np.stack([segmenter.step_logits(frame) for frame in frames])
+        weight = model.image_encoder.conv1.weight
+        assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    np.testing.assert_allclose(logits[True], logits[False], rtol=1e-4, atol=1e-4 * np.abs(logits[False]).max())
+
+
 def test_sentences_together_equal_separate_runs(model, frames):
     segmenter = VideoSegmenter(model)
     segmenter.start(TEXTS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -72,6 +73,31 @@ def test_mp4_round_trip_and_stride(mp4):
     strided = open_video(mp4, stride=4)
     assert len(strided) == 2 and strided.fps == pytest.approx(2.5)
     assert [name for name, _ in strided.iter_named()] == ["00000", "00004"]
+
+
+@pytest.mark.parametrize("degrees, corner", [(90, (-1, 0)), (-90, (0, -1)), (180, (-1, -1))])
+def test_display_rotation_is_applied(tmp_path, degrees, corner):
+    """A portrait phone video: frames stored 32×64 with a display matrix; the top-left marker moves with it."""
+    path = tmp_path / "portrait.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(degrees)  # counter-clockwise
+        stored = np.zeros((32, 64, 3), np.uint8)
+        stored[:8, :8] = 255
+        for _ in range(2):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    source = open_video(path)
+    shown = (32, 64) if degrees == 180 else (64, 32)
+    assert source.size == shown
+    frames = list(source)
+    assert len(frames) == 2 and frames[0].shape == (*shown, 3)
+    rows = slice(0, 8) if corner[0] == 0 else slice(-8, None)
+    cols = slice(0, 8) if corner[1] == 0 else slice(-8, None)
+    assert frames[0][rows, cols].mean() > 200 and frames[0].mean() < 40
 
 
 def test_mp4_writer_pads_odd_sizes_and_is_atomic(tmp_path):

@@ -133,15 +133,28 @@ class VideoSource:
                 stream.thread_type = "AUTO"  # frame-level threads: decoding keeps up with the model
                 for index, frame in enumerate(container.decode(stream)):
                     if index % self.stride == 0:
-                        yield f"{index:05d}", frame.to_ndarray(format="rgb24")
+                        yield f"{index:05d}", _upright(frame)
         except av.error.FFmpegError as err:
             raise VideoError(f"{self.path}: cannot decode video ({str(err).splitlines()[0]})") from None
+
+
+def _upright(frame: av.VideoFrame) -> np.ndarray:
+    """uint8 RGB (H, W, 3) as the video is meant to be shown: the container's display rotation applied.
+
+    Phones store portrait videos landscape with a display matrix; its rotation (degrees counter-clockwise,
+    ``VideoFrame.rotation``) is applied in quarter turns. Flips in the matrix are not applied.
+    """
+    image = frame.to_ndarray(format="rgb24")
+    turns = round(frame.rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 def open_video(path: str | os.PathLike, stride: int = 1) -> VideoSource:
     """Open a video file (mp4/mov/avi/webm/mkv), a folder of jpg/png frames or a single jpg/png image.
 
-    Only the header (or the first image's header) is read here; frames are decoded when iterated.
+    Only the header (or the first image's header) and, for a video, its first frame (for the display
+    rotation) are read here; frames are decoded when iterated. Video frames come upright: a display
+    rotation stored by the container (portrait phone videos) is applied.
 
     Args:
         path: the input.
@@ -189,6 +202,9 @@ def open_video(path: str | os.PathLike, stride: int = 1) -> VideoSource:
             fps = float(rate) / stride if rate else None
             size = (stream.codec_context.height, stream.codec_context.width)
             total = stream.frames or None  # 0 when the container does not record it
+            first = next(container.decode(stream), None)
+            if first is not None and round(first.rotation / 90) % 2:  # shown a quarter turn round
+                size = size[::-1]
     except av.error.FFmpegError as err:
         raise VideoError(f"{path}: not a readable video ({str(err).splitlines()[0]})") from None
     num_frames = -(-total // stride) if total else None

@@ -68,6 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="video lengths for peak memory, each in a fresh process (default 32,256)",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=None,
+        help="channels-last memory format (default: as VideoSegmenter, on CPU only)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -80,6 +84,7 @@ class BenchSpec:
     checkpoint: str | None
     size: tuple[int, int]
     device: str
+    channels_last: bool | None = None
 
 
 def build_bench_model(spec: BenchSpec):
@@ -179,7 +184,7 @@ def time_pipeline(segmenter, size: tuple[int, int], objects: int, frames: int, w
 
     model, device = segmenter.model, segmenter.device
     _, padded = fit_size(*size, segmenter.input_size)
-    image = torch.randn(1, 3, *padded, device=device)
+    image = torch.randn(1, 3, *padded, device=device).contiguous(memory_format=segmenter.memory_format)
     segmenter.start(sentences(objects))
     video = synthetic_frames(size, warmup + frames)
     with torch.inference_mode():
@@ -216,7 +221,7 @@ def peak_rss_child(spec: dict, objects: int, length: int) -> float:
 
     spec = BenchSpec(**spec)
     model, _, _ = build_bench_model(spec)
-    segmenter = VideoSegmenter(model, device=spec.device, input_size=spec.size)
+    segmenter = VideoSegmenter(model, device=spec.device, input_size=spec.size, channels_last=spec.channels_last)
     segmenter.start(sentences(objects))
     for frame in synthetic_frames(spec.size, length):
         segmenter.step_logits(frame)
@@ -244,13 +249,13 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint and args.overrides:
         raise InputError("config overrides apply to --config; a --checkpoint carries its own model config")
     resolve_device(args.device)  # a bad device fails here, not in a child process
-    spec = BenchSpec(args.config, tuple(args.overrides), args.checkpoint, args.size, args.device)
+    spec = BenchSpec(args.config, tuple(args.overrides), args.checkpoint, args.size, args.device, args.channels_last)
     log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else print
 
     import torch
 
     model, text_encoder, note = build_bench_model(spec)
-    segmenter = VideoSegmenter(model, device=args.device, input_size=args.size)
+    segmenter = VideoSegmenter(model, device=args.device, input_size=args.size, channels_last=args.channels_last)
     if note:
         log(f"note: {note}")
     timings = {}
@@ -271,6 +276,7 @@ def run(args: argparse.Namespace) -> int:
         "text_encoder_note": note,
         "device": str(segmenter.device),
         "threads": torch.get_num_threads(),
+        "channels_last": segmenter.memory_format == torch.channels_last,
         "size": list(args.size),
         "frames": args.frames,
         "warmup": args.warmup,

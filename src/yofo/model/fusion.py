@@ -91,10 +91,12 @@ class AsymmetricCoAttention(nn.Module):
         self.value_v, self.value_l = _Projection(dim, key_dim, False), _Projection(dim, key_dim, False)
         self.out_v, self.out_l = nn.Conv2d(key_dim, dim, 1), nn.Conv2d(key_dim, dim, 1)
 
-    def _stream(self, x: Tensor, query: nn.Module, key: nn.Module, value: nn.Module) -> tuple[Tensor, Tensor]:
+    def _stream(
+        self, x: Tensor, query: nn.Module, key: nn.Module, value: nn.Module | None
+    ) -> tuple[Tensor, Tensor | None]:
         q = query(x).flatten(2).transpose(1, 2)  # (N, HW, dk)
         k = pyramid_pool(key(x), self.pool_sizes)  # (N, dk, S)
-        v = pyramid_pool(value(x), self.pool_sizes).transpose(1, 2)  # (N, S, dv)
+        v = None if value is None else pyramid_pool(value(x), self.pool_sizes).transpose(1, 2)  # (N, S, dv)
         return torch.bmm(q, k) * self.scale, v
 
     def image_part(self, visual: Tensor) -> tuple[Tensor, Tensor]:
@@ -113,6 +115,36 @@ class AsymmetricCoAttention(nn.Module):
             return out(ctx.reshape(batch, -1, height, width))
 
         return context(value_v, self.out_v), context(value_l, self.out_l)
+
+    def mixed(self, image: tuple[Tensor, Tensor], language: Tensor, mix: nn.Module) -> Tensor:
+        """``mix(cat[ctx_v, ctx_l])`` for a 1×1 convolution ``mix`` (2C -> C'), in a cheaper order.
+
+        The value projections, ``out_v``/``out_l`` and ``mix`` act on each position alone and affinely, and
+        every row of the attention sums to one, so they commute with the pooling and the attention: they run
+        on the S anchors, and one product ``attention @ anchors`` replaces two attention products, two output
+        convolutions and ``mix`` at every position. Same function as :meth:`forward` followed by ``mix``.
+
+        Args:
+            image: from :meth:`image_part` (batch 1 or B).
+            language: ``(B, C, H, W)``.
+            mix: a 1×1 convolution of the concatenated contexts.
+
+        Returns:
+            ``(B, C', H, W)``.
+        """
+        batch, _, height, width = language.shape
+
+        def anchors(values: Tensor, out: nn.Module) -> Tensor:  # (N, S, dk) -> (N, C, S, 1)
+            return out(values.transpose(1, 2).unsqueeze(-1))
+
+        pooled = pyramid_pool(language, self.pool_sizes).unsqueeze(-1)  # (B, C, S, 1)
+        value_l = self.value_l(pooled).squeeze(-1).transpose(1, 2)  # (B, S, dk)
+        visual = anchors(image[1], self.out_v)
+        mixed = mix(torch.cat([visual.expand(batch, *visual.shape[1:]), anchors(value_l, self.out_l)], dim=1))
+        affinity_l, _ = self._stream(language, self.query_l, self.key_l, None)
+        attention = torch.softmax(image[0] + affinity_l, dim=-1)  # (B, HW, S)
+        out = torch.matmul(attention, mixed.squeeze(-1).transpose(1, 2))  # (B, HW, C')
+        return out.transpose(1, 2).reshape(batch, -1, height, width)
 
 
 class FusionBlock(nn.Module):
@@ -154,6 +186,9 @@ class FusionBlock(nn.Module):
         multimodal = l2_normalize(F.relu(self.mm_norm(image["mm_image"] + text)))
         if self.aca is None:
             return multimodal
+        if not self.training:  # the same function in ACM's cheaper order (training keeps the literal one)
+            conv, rest = self.merge[0], self.merge[1:]
+            return rest(self.aca.mixed(image["aca"], multimodal, conv)) + multimodal
         ctx_v, ctx_l = self.aca(image["aca"], multimodal)
         return self.merge(torch.cat([ctx_v, ctx_l], dim=1)) + multimodal
 
