@@ -20,6 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from yofo.errors import ConfigError
 from yofo.model.feature_mining import MODES
+from yofo.model.fusion import FUSIONS
 from yofo.model.image_encoder import ARCHS, OUTPUT_STRIDES
 from yofo.model.text_encoder import POOLINGS
 
@@ -271,7 +272,7 @@ _CHOICES = {  # the modules' own lists, so that a choice added there is accepted
     "image_encoder.arch": tuple(ARCHS),
     "image_encoder.output_stride": OUTPUT_STRIDES,
     "fm.mode": MODES,
-    "fm.fusion": ("aca", "concat"),
+    "fm.fusion": FUSIONS,
     "text_encoder.pooling": POOLINGS,
 }
 

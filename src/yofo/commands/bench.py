@@ -114,6 +114,13 @@ def build_bench_model(spec: BenchSpec):
     return build_model(cfg), BUNDLED, note
 
 
+def bench_segmenter(spec: BenchSpec, model):
+    """The :class:`yofo.predictor.VideoSegmenter` that is measured: ``spec``'s device, frame size and memory format."""
+    from yofo.predictor import VideoSegmenter
+
+    return VideoSegmenter(model, device=spec.device, input_size=spec.size, channels_last=spec.channels_last)
+
+
 def synthetic_frames(size: tuple[int, int], count: int, seed: int = 0) -> Iterator[np.ndarray]:
     """Yield ``count`` uint8 RGB frames (H, W, 3), one at a time: a random texture sliding sideways."""
     base = np.random.default_rng(seed).integers(0, 256, size=(*size, 3), dtype=np.uint8)
@@ -217,11 +224,8 @@ def time_pipeline(segmenter, size: tuple[int, int], objects: int, frames: int, w
 
 def peak_rss_child(spec: dict, objects: int, length: int) -> float:
     """In a fresh process: stream ``length`` frames with ``objects`` sentences; peak RSS in MB."""
-    from yofo.predictor import VideoSegmenter
-
     spec = BenchSpec(**spec)
-    model, _, _ = build_bench_model(spec)
-    segmenter = VideoSegmenter(model, device=spec.device, input_size=spec.size, channels_last=spec.channels_last)
+    segmenter = bench_segmenter(spec, build_bench_model(spec)[0])
     segmenter.start(sentences(objects))
     for frame in synthetic_frames(spec.size, length):
         segmenter.step_logits(frame)
@@ -242,7 +246,6 @@ def measure_peak_rss(spec: BenchSpec, objects: int, lengths: list[int]) -> dict[
 
 def run(args: argparse.Namespace) -> int:
     from yofo.engine.distributed import resolve_device
-    from yofo.predictor import VideoSegmenter
 
     if args.frames < 1 or args.warmup < 0:
         raise InputError(f"--frames {args.frames} must be >= 1 and --warmup {args.warmup} >= 0")
@@ -255,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     model, text_encoder, note = build_bench_model(spec)
-    segmenter = VideoSegmenter(model, device=args.device, input_size=args.size, channels_last=args.channels_last)
+    segmenter = bench_segmenter(spec, model)
     if note:
         log(f"note: {note}")
     timings = {}

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+FUSIONS = ("aca", "concat")
+
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
     """Conv (no bias) + BatchNorm + ReLU, padding ``kernel_size // 2``."""
