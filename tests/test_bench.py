@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from yofo.cli import main
-from yofo.commands.bench import BenchSpec, build_bench_model, synthetic_frames, timed_components
+from yofo.commands.bench import BenchSpec, build_bench_model, count_gflops, synthetic_frames, timed_components
 
 
 def test_bench_json_report(capsys):
@@ -21,6 +22,8 @@ def test_bench_json_report(capsys):
     assert set(result["peak_rss_mb"]) == {"3"} and min(result["peak_rss_mb"].values()) > 0
     assert result["text_encoder"] == "all-MiniLM-L6-v2" and result["size"] == [64, 96]
     assert result["channels_last"] is False
+    gflops = result["gflops"]  # each sentence adds its own feature mining, solver and decoder arithmetic
+    assert 0 < gflops["image_encoder"] < gflops["pipeline"]["1"] < gflops["pipeline"]["3"]
     for components in result["components_ms"].values():
         assert {"image_encoder", "solver", "fm_text_part", "decoder_text_part"} <= set(components)
         assert all(ms >= 0 for name, ms in components.items() if name != "other")
@@ -35,6 +38,13 @@ def test_text_encoder_fallback_and_component_timers():
         assert model.decoder.forward is not forward
     assert model.decoder.forward == forward  # the class's methods are back
     assert set(totals) >= {"image_encoder", "phi", "solver"}
+
+
+def test_count_gflops_counts_multiply_adds_twice():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    image = torch.zeros(1, 3, 10, 12)
+    assert count_gflops(conv, image) == pytest.approx(2 * 10 * 12 * 8 * 3 * 9 / 1e9)
+    assert count_gflops(torch.relu, image) == 0  # element-wise work is not counted
 
 
 def test_bench_rejects_bad_arguments(capsys):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from yofo.data.records import fit_within
 from yofo.engine.distributed import resolve_device
 from yofo.errors import InputError
 from yofo.model.image_encoder import normalize
@@ -63,8 +64,7 @@ def fit_size(height: int, width: int, box: Sequence[int]) -> tuple[tuple[int, in
     Returns:
         ((resized_h, resized_w), (padded_h, padded_w)).
     """
-    scale = min(box[0] / height, box[1] / width)
-    resized = (max(1, round(height * scale)), max(1, round(width * scale)))
+    resized = fit_within(height, width, box)
     padded = (math.ceil(resized[0] / 32) * 32, math.ceil(resized[1] / 32) * 32)
     return resized, padded
 

@@ -14,7 +14,10 @@ from yofo.config import load_config
 from yofo.data.clips import ClipDataset
 from yofo.data.records import read_frame, read_mask
 from yofo.data.ytvos import load_ytvos
+from yofo.data.synthetic import synthesize
 from yofo.errors import DatasetError
+from yofo.model.image_encoder import IMAGENET_MEAN
+from yofo.predictor import fit_size
 
 NO_AUGMENT = [
     "data.augment.color_jitter=0", "data.augment.blur_p=0", "data.augment.erase_p=0", "data.augment.hflip_p=0",
@@ -66,6 +69,24 @@ def test_frames_are_in_order_within_the_window_and_masks_match(synth_root: Path)
         for k, t in enumerate(picked):
             target = read_mask(video.mask_paths[t]) == expression.obj_id
             assert torch.equal(item["masks"][k, 0], torch.from_numpy(target.astype(np.float32)))
+
+
+def test_frames_of_another_aspect_are_padded_as_at_inference(tmp_path: Path) -> None:
+    root = tmp_path / "synth43"
+    synthesize(root, train=2, valid=1, seed=0, size=(48, 64), frames=6)  # 4:3 frames, 3:2 input: 64×85 + 11
+    dataset = ClipDataset(_config(f"data.root={root}", *NO_AUGMENT), seed=0)
+    videos = {v.name: v for v in load_ytvos(root, "train")}
+    for index in range(4):
+        item = dataset[index]
+        assert item["frames"].shape[-2:] == (64, 96)
+        assert fit_size(48, 64, (64, 96))[0] == (64, 85)  # what VideoSegmenter resizes such a frame to
+        assert (item["valid"][..., 85:] == 0).all() and (item["valid"][..., :85] == 1).all()
+        assert not item["masks"][..., 85:].any() and item["masks"][..., :85].any()
+        pad = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(4, 3, 64, 11)
+        assert torch.allclose(item["frames"][..., 85:], pad, atol=0.5 / 255)  # zero once normalised
+        frames = videos[item["source"].split(":")[1]].frame_paths
+        content = [torch.tensor(read_frame(p, (64, 96))).permute(2, 0, 1) / 255 for p in frames]
+        assert all(any(torch.equal(f[..., :85], c) for c in content) for f in item["frames"])
 
 
 def test_void_pixels_are_invalid_and_not_target(davis_root: Path) -> None:

@@ -96,11 +96,11 @@ def test_corrupt_or_missing_image_is_reported_with_its_path(ytvos_root: Path) ->
         read_mask(rgb)
 
 
-def test_resized_reads_keep_labels_and_size(ytvos_root: Path) -> None:
-    video = load_ytvos(ytvos_root, "train")[0]
-    assert read_frame(video.frame_paths[0], (12, 20)).shape == (12, 20, 3)
+def test_resized_reads_keep_labels_and_aspect(ytvos_root: Path) -> None:
+    video = load_ytvos(ytvos_root, "train")[0]  # 32×32 frames
+    assert read_frame(video.frame_paths[0], (12, 20)).shape == (12, 12, 3)
     ids = read_mask(video.mask_paths[1], (48, 64))
-    assert ids.shape == (48, 64) and set(np.unique(ids)) == {0, 1, 2}  # nearest: no blended ids
+    assert ids.shape == (48, 48) and set(np.unique(ids)) == {0, 1, 2}  # nearest: no blended ids
 
 
 def test_real_published_valid_file_loads_and_splits_into_valid_and_test(real_data: Path, tmp_path: Path) -> None:

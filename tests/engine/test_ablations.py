@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,14 +19,19 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablations.py"
 
 @pytest.fixture(scope="module")
 def ablations():
-    """The benchmark script as a module."""
+    """The benchmark script as the module ``ablations`` (registered, so that its functions pickle by name)."""
     spec = importlib.util.spec_from_file_location("ablations", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module
+    yield module
+    del sys.modules[spec.name]
 
 
-def test_table_and_resume(ablations, micro: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_table_and_resume(
+    ablations, micro: list[str], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # spawned --jobs workers import the script as a module
     data = tmp_path / "data"
     synthesize(data, train=2, valid=2, seed=0, size=(64, 64), frames=6)
     out = tmp_path / "out"
@@ -33,9 +39,9 @@ def test_table_and_resume(ablations, micro: list[str], tmp_path: Path, capsys: p
     argv = ["--data", str(data), "--out", str(out), "--config", "tiny", "--seeds", "0,1", "--steps", "2",
             "--variants", "yofo,no_memory", "--max-videos", "2", *overrides]
 
-    assert ablations.main(argv) == 0
+    assert ablations.main([*argv, "--jobs", "2"]) == 0  # two runs at a time, each in its own process
     first = capsys.readouterr().out
-    assert first.count("already done") == 0
+    assert "4 runs, 2 at a time" in first and first.count("): J&F ") == 4 and first.count("already done") == 0
     for variant in ("yofo", "no_memory"):
         for seed in (0, 1):
             assert (out / "runs" / variant / f"seed{seed}" / "eval" / "metrics.json").is_file()
@@ -51,7 +57,7 @@ def test_table_and_resume(ablations, micro: list[str], tmp_path: Path, capsys: p
     with Image.open(out / "ablations.png") as image:
         assert image.format == "PNG"
 
-    # A second call skips every finished run and gives the same table.
+    # A second call, one run at a time, skips every finished run and gives the same table.
     assert ablations.main(argv) == 0
     assert capsys.readouterr().out.count("already done") == 4
     assert (out / "ablations.md").read_text().splitlines() == table

@@ -8,6 +8,9 @@ measures in one run (frames synthesised on the fly, never held in memory):
   resizing the logits) for each number of sentences K, ms per frame, with a split per component;
 * the image encoder alone, ms per frame, timed between the pipeline's frames so that both see the same
   load (the machine may be shared);
+* the arithmetic of both, GFLOP per frame (:func:`count_gflops`), which bounds what any implementation of
+  the same model can reach: the time ratio of pipeline and encoder cannot drop much below their FLOP ratio
+  unless the parts after the encoder run at a higher FLOP rate than the encoder itself;
 * the peak resident memory of streaming a short and a long video, each in a fresh process (``ru_maxrss``
   only grows within a process).
 
@@ -176,6 +179,19 @@ def timed_components(model) -> Iterator[dict[str, float]]:
             object.__delattr__(module, attr)
 
 
+def count_gflops(function, *args) -> float:
+    """GFLOP of one call ``function(*args)``: convolutions and matrix products (``torch.utils.flop_counter``).
+
+    A multiply-add counts two FLOPs. Element-wise operations, softmax and resampling are not counted; in this
+    model they are a small share of the arithmetic but not of the time (they are memory-bound).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        function(*args)
+    return counter.get_total_flops() / 1e9
+
+
 def time_pipeline(segmenter, size: tuple[int, int], objects: int, frames: int, warmup: int) -> dict:
     """Time ``segmenter.step_logits`` with ``objects`` sentences and the image encoder alone.
 
@@ -183,7 +199,8 @@ def time_pipeline(segmenter, size: tuple[int, int], objects: int, frames: int, w
     machine both figures see the same load and their ratio stays meaningful.
 
     Returns:
-        ``{"image_encoder": ms, "pipeline": ms, "components": {name: ms}}``, all per frame.
+        ``{"image_encoder": ms, "pipeline": ms, "components": {name: ms}, "gflops": {"image_encoder": GFLOP,
+        "pipeline": GFLOP}}``, all per frame; the FLOPs are counted on one more (steady-state) frame.
     """
     import torch
 
@@ -213,12 +230,15 @@ def time_pipeline(segmenter, size: tuple[int, int], objects: int, frames: int, w
                 pipeline += time.perf_counter() - start
             for name, seconds in totals.items():
                 components[name] = components.get(name, 0.0) + seconds
+        gflops = {"image_encoder": count_gflops(model.image_encoder, image),
+                  "pipeline": count_gflops(segmenter.step_logits, next(synthetic_frames(size, 1)))}
     components["other"] = pipeline - sum(components.values())  # pre/post-processing, T(Φ; θ), memory
     per_frame = 1000 / frames
     return {
         "image_encoder": encoder * per_frame,
         "pipeline": pipeline * per_frame,
         "components": {name: seconds * per_frame for name, seconds in components.items()},
+        "gflops": gflops,
     }
 
 
@@ -289,6 +309,9 @@ def run(args: argparse.Namespace) -> int:
         # each pipeline against the encoder timed alongside it (same machine load)
         "pipeline_vs_image_encoder": {k: t["pipeline"] / t["image_encoder"] for k, t in timings.items()},
         "components_ms": components,
+        # arithmetic per frame (convolutions and matrix products), the floor under the time ratio above
+        "gflops": {"image_encoder": timings[str(args.objects[0])]["gflops"]["image_encoder"],
+                   "pipeline": {k: t["gflops"]["pipeline"] for k, t in timings.items()}},
         "memory_objects": memory_objects,
         "peak_rss_mb": peak,
     }
@@ -297,11 +320,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{result['config']} at {args.size[0]}x{args.size[1]} on {result['device']} "
           f"({result['threads']} threads), text encoder {text_encoder}")
-    print(f"image encoder alone: {encoder_ms:8.1f} ms/frame")
+    gflops = result["gflops"]
+    print(f"image encoder alone: {encoder_ms:8.1f} ms/frame  {gflops['image_encoder']:.3g} GFLOP/frame")
     for k, ms in pipeline.items():
         split = ", ".join(f"{name} {value:.1f}" for name, value in components[k].items())
+        flops = gflops["pipeline"][k]
         print(f"pipeline, {k:>2} sentence(s): {ms:8.1f} ms/frame  {1000 / ms:6.2f} frames/s  "
-              f"{result['pipeline_vs_image_encoder'][k]:4.2f}x encoder  [{split}]")
+              f"{result['pipeline_vs_image_encoder'][k]:4.2f}x encoder  {flops:.3g} GFLOP/frame "
+              f"({flops / gflops['image_encoder']:4.2f}x encoder)  [{split}]")
     for length, mb in peak.items():
         print(f"peak RSS, {length:>4} frames: {mb:8.1f} MB")
     return 0

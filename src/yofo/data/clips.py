@@ -4,13 +4,18 @@
     item = dataset[step * batch_size + k]      # a pure function of (seed, index)
     item["frames"]  # float32 (T, 3, H, W) in [0, 1]
     item["masks"]   # float32 (T, 1, H, W), 1 on the referred object
-    item["valid"]   # float32 (T, 1, H, W), 0 on void, erased and out-of-image pixels
+    item["valid"]   # float32 (T, 1, H, W), 0 on void, padding, erased and out-of-image pixels
     item["text"], item["source"]              # "ytvos:<video>:<exp_id>", "refcoco:<image>:<ref>:<sent>"
 
 Sampling (paper §4.1, brief §2.7 and §7.12–13): a dataset is chosen by its weight, then an expression
 uniformly within it. Video clips take T frames in temporal order, distinct when possible, from a window of
 ``max_gap + 1`` consecutive annotated frames; a draw where the target is absent from every frame is redrawn
 (a few times). Image clips repeat the image T times, each copy with its own random affine.
+
+Frames and masks are resized to fit inside ``model.input_size`` keeping their aspect ratio and padded
+right/bottom to it, as :class:`yofo.predictor.VideoSegmenter` does at inference (there to a multiple of 32):
+the padding has the ImageNet mean colour (zero after normalisation, the inference filler) and is void for
+the loss. Frames of the input size's aspect ratio are used as they are.
 
 Every index has its own generator, ``numpy.random.Generator(PCG64([seed, index]))``, used for every choice
 including the augmentation, so an item never depends on which items were drawn before. That makes
@@ -35,10 +40,22 @@ from torch.utils.data import Dataset
 
 from yofo.data.augment import augment_clip
 from yofo.data.load import as_spec, load_dataset
-from yofo.data.records import VOID, ImageRef, Video, read_frame, read_mask, resize_labels
+from yofo.data.records import VOID, ImageRef, Video, fit_within, read_frame, read_mask, resize_labels
 from yofo.errors import DatasetError
+from yofo.model.image_encoder import IMAGENET_MEAN
 
 _REDRAWS = 5  # redraws of a video clip whose frames all miss the target
+MEAN_RGB = np.round(np.array(IMAGENET_MEAN) * 255).astype(np.uint8)  # uint8 padding colour, 0 once normalised
+
+
+def pad_to(array: np.ndarray, size: tuple[int, int], fill: int | np.ndarray) -> np.ndarray:
+    """Pad ``array`` (h, w) or (h, w, C) right and bottom to ``size`` = (H, W) with ``fill`` (per channel or not)."""
+    if array.shape[:2] == tuple(size):
+        return array
+    out = np.empty((*size, *array.shape[2:]), dtype=array.dtype)
+    out[...] = fill
+    out[: array.shape[0], : array.shape[1]] = array
+    return out
 
 
 class _Cache:
@@ -150,10 +167,14 @@ class ClipDataset(Dataset):
         return {"frames": frames, "masks": masks, "valid": valid, "text": text, "source": source}
 
     def _frame(self, path: Any) -> np.ndarray:
-        return self._cache.get(("frame", path), lambda: read_frame(path, self.size))
+        return self._cache.get(
+            ("frame", path), lambda: pad_to(read_frame(path, self.size), self.size, MEAN_RGB)
+        )
 
     def _mask(self, path: Any) -> np.ndarray:
-        return self._cache.get(("mask", path), lambda: read_mask(path, self.size))
+        return self._cache.get(
+            ("mask", path), lambda: pad_to(read_mask(path, self.size), self.size, VOID)
+        )
 
     @staticmethod
     def _partner(video: Video, obj_id: int, rng: np.random.Generator) -> Any:
@@ -185,10 +206,13 @@ class ClipDataset(Dataset):
         """One image and its mask repeated T times (the affine warp is part of the augmentation).
         ``key`` (dataset, record index) names the mask in the cache: ref ids repeat across datasets."""
         image = self._frame(ref.image_path)
-        mask = self._cache.get(("ref", key), lambda: resize_labels(ref.mask(), self.size))
-        images = np.repeat(image[None], self.num_frames, axis=0)
-        target = np.repeat(mask[None] > 0, self.num_frames, axis=0)
-        return _to_tensors(images, target, np.ones_like(target))
+
+        def load() -> np.ndarray:
+            mask = ref.mask()
+            return pad_to(resize_labels(mask, fit_within(*mask.shape, self.size)), self.size, VOID)
+
+        ids = np.repeat(self._cache.get(("ref", key), load)[None], self.num_frames, axis=0)
+        return _to_tensors(np.repeat(image[None], self.num_frames, axis=0), ids == 1, ids != VOID)
 
 
 def _to_tensors(images: np.ndarray, target: np.ndarray, valid: np.ndarray) -> tuple[torch.Tensor, ...]:

@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -104,18 +104,26 @@ class ImageRef:
         return (decoded > 0).astype(np.uint8)
 
 
-def read_frame(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an image as uint8 RGB (H, W, 3), optionally resized to ``size`` = (H, W).
+def fit_within(height: int, width: int, box: Sequence[int]) -> tuple[int, int]:
+    """Size of a ``height`` × ``width`` image scaled (up or down) to fit inside ``box`` = (H, W), aspect kept."""
+    scale = min(box[0] / height, box[1] / width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
-    Resizing lets JPEG decoding work at a reduced DCT scale (``Image.draft``), which makes loading 480p
-    frames for small training sizes several times faster than decoding at full size.
+
+def read_frame(path: str | Path, fit: Sequence[int] | None = None) -> np.ndarray:
+    """Read an image as uint8 RGB (H, W, 3), optionally resized to fit inside ``fit`` = (H, W), aspect kept.
+
+    The resized size is :func:`fit_within`'s, so one side may come out shorter than ``fit``. Resizing lets JPEG
+    decoding work at a reduced DCT scale (``Image.draft``), which makes loading 480p frames for small training
+    sizes several times faster than decoding at full size.
 
     Raises:
         DatasetError: the file is missing or not a readable image (the message names the path).
     """
     try:
         with Image.open(path) as image:
-            if size is not None:
+            if fit is not None:
+                size = fit_within(image.height, image.width, fit)
                 image.draft("RGB", (size[1], size[0]))
                 image = image.convert("RGB")
                 if image.size != (size[1], size[0]):
@@ -129,8 +137,10 @@ def read_frame(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
         raise DatasetError(f"{path}: cannot read image ({err})") from None
 
 
-def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an annotation PNG as uint8 object ids (H, W), optionally resized (nearest) to ``size`` = (H, W).
+def read_mask(path: str | Path, fit: Sequence[int] | None = None) -> np.ndarray:
+    """Read an annotation PNG as uint8 object ids (H, W), optionally resized (nearest) to fit inside ``fit``.
+
+    ``fit`` as :func:`read_frame`: the mask of a frame read with the same ``fit`` has that frame's size.
 
     Palette PNGs give their palette indices (DAVIS / Ref-YouTube-VOS: 0 background, k object k, 255 void);
     grayscale PNGs give their values.
@@ -147,7 +157,7 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
         raise DatasetError(f"{path}: mask file not found") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DatasetError(f"{path}: cannot read mask ({err})") from None
-    return ids if size is None else resize_labels(ids, size)
+    return ids if fit is None else resize_labels(ids, fit_within(*ids.shape, fit))
 
 
 def resize_labels(ids: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""Which object attributes a trained model's per-frame features carry: linear probes on the synthetic benchmark.
+
+Usage: .venv/bin/python benchmarks/feature_probe.py --checkpoint CKPT --data DIR [--train-videos 150]
+           [--valid-videos 50] [--every 5] [--out FILE.md]
+
+For every object visible in every ``--every``-th frame, each feature map of the model (the image encoder's
+layer1..layer4, Φ, the input of the Meta-Transfer solver, and V_i, the image projection of feature
+mining at each scale) is averaged over the object's mask, weighted by the share of each cell the mask
+covers. A linear classifier per map and attribute (colour, shape, size; from ``yofo synth``'s
+``meta.json``) is trained on the train split's objects and scored on the valid split's. The accuracy says
+how linearly decodable the attribute is from that map, next to chance (the valid split's most frequent
+class).
+
+A cue the solver's input cannot tell apart cannot be transferred by a linear filter on it (paper Eq. (1)):
+this is how the demo model's weak colour and shape expressions were traced (``checkpoints/README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from yofo.data.clips import MEAN_RGB, pad_to
+from yofo.data.records import VOID, read_frame, read_json, read_mask
+from yofo.data.ytvos import load_ytvos
+from yofo.engine.checkpoint import load_model
+from yofo.errors import DatasetError, YofoError
+from yofo.files import atomic_write
+from yofo.model.image_encoder import normalize
+from yofo.predictor import fit_size
+
+ATTRIBUTES = ("color", "shape", "size")
+MIN_PIXELS = 20  # objects mostly hidden in a frame are left out
+
+
+def feature_maps(model, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-frame maps of ``model`` for ``image (1, 3, H, W)`` in [0, 1]: name -> ``(1, C, h, w)``."""
+    layers = model.image_encoder(normalize(image))
+    maps = {f"layer{i + 1}": layer for i, layer in enumerate(layers)}
+    if model.meta_transfer is not None:
+        maps["Φ (solver input)"] = model.meta_transfer.features(layers[2])
+    for key, part in model.feature_mining.image_part(layers[1:]).items():
+        maps[f"V{int(key) + 1} (layer{int(key) + 2})"] = part["visual"] if isinstance(part, dict) else part
+    return maps
+
+
+def masked_means(maps: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, np.ndarray]:
+    """Mean of each map over ``mask (H, W)`` (bool, at the input size), weighting cells by their coverage."""
+    weights = mask.float()[None, None]
+    means = {}
+    for name, fmap in maps.items():
+        cover = F.adaptive_avg_pool2d(weights, fmap.shape[-2:])
+        means[name] = ((fmap * cover).sum((2, 3)) / cover.sum())[0].numpy()
+    return means
+
+
+def collect(model, root: Path, split: str, videos: int, every: int) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+    """Per visible object and sampled frame: pooled features ``{map: (N, C)}`` and ``{attribute: N labels}``."""
+    meta = read_json(root / split / "meta.json")["videos"]
+    box = tuple(model.cfg.input_size)
+    features: dict[str, list[np.ndarray]] = {}
+    labels: dict[str, list] = {a: [] for a in ATTRIBUTES}
+    for video in load_ytvos(root, split)[:videos]:
+        objects = meta.get(video.name, {}).get("objects", {})
+        for obj_id, attributes in objects.items():
+            missing = [a for a in ATTRIBUTES if a not in attributes]
+            if missing:
+                raise DatasetError(f"{root / split / 'meta.json'}: video {video.name} object {obj_id} has no field "
+                                   f"'{missing[0]}'; expected a benchmark made by `yofo synth`")
+        for t in range(0, len(video.frame_paths), every):
+            if video.mask_paths[t] is None:
+                continue
+            frame = read_frame(video.frame_paths[t], box)
+            _, padded = fit_size(*frame.shape[:2], box)
+            frame = pad_to(frame, padded, MEAN_RGB)
+            ids = torch.tensor(pad_to(read_mask(video.mask_paths[t], box), padded, VOID))
+            with torch.inference_mode():
+                maps = feature_maps(model, torch.tensor(frame).permute(2, 0, 1)[None].float() / 255)
+                for obj_id, attributes in objects.items():
+                    mask = ids == int(obj_id)
+                    if mask.sum() < MIN_PIXELS:
+                        continue
+                    for name, mean in masked_means(maps, mask).items():
+                        features.setdefault(name, []).append(mean)
+                    for attribute in ATTRIBUTES:
+                        labels[attribute].append(attributes[attribute])
+    return {name: np.stack(rows) for name, rows in features.items()}, labels
+
+
+def probe_accuracy(train_x: np.ndarray, train_y: Sequence, test_x: np.ndarray, test_y: Sequence,
+                   steps: int = 500, seed: int = 0) -> float:
+    """Accuracy on ``test`` of a linear softmax classifier trained on ``train`` (standardised features).
+
+    Args:
+        train_x, test_x: ``(N, C)`` and ``(M, C)`` features.
+        train_y, test_y: N and M class labels (any hashable values; test classes unseen in train count as wrong).
+    """
+    classes = sorted(set(train_y))
+    x, xt = torch.tensor(train_x, dtype=torch.float32), torch.tensor(test_x, dtype=torch.float32)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x, xt = (x - mean) / std, (xt - mean) / std
+    y = torch.tensor([classes.index(c) for c in train_y])
+    generator = torch.Generator().manual_seed(seed)
+    linear = torch.nn.Linear(x.shape[1], len(classes))
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * 0.01)
+        linear.bias.zero_()
+    optimizer = torch.optim.Adam(linear.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(linear(x), y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = [classes[i] for i in linear(xt).argmax(1).tolist()]
+    return float(np.mean([p == t for p, t in zip(predicted, test_y)]))
+
+
+def probe_table(train: tuple[dict, dict], test: tuple[dict, dict]) -> str:
+    """Markdown table: one row per feature map, the probe accuracy per attribute; chance in the first row."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    chance = {a: max(test_y[a].count(c) for c in set(test_y[a])) / len(test_y[a]) for a in ATTRIBUTES}
+    lines = ["| features | " + " | ".join(ATTRIBUTES) + " |", "|---|" + "---|" * len(ATTRIBUTES),
+             "| chance (most frequent class) | " + " | ".join(f"{chance[a]:.2f}" for a in ATTRIBUTES) + " |"]
+    for name in train_x:
+        cells = [probe_accuracy(train_x[name], train_y[a], test_x[name], test_y[a]) for a in ATTRIBUTES]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print (and with ``--out`` write) the probe table; 0 on success, 2 on a yofo error."""
+    parser = argparse.ArgumentParser(prog="benchmarks/feature_probe.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a yofo checkpoint")
+    parser.add_argument("--data", type=Path, required=True, help="a benchmark made by `yofo synth`")
+    parser.add_argument("--train-videos", type=int, default=150, help="train videos the probes learn from (150)")
+    parser.add_argument("--valid-videos", type=int, default=50, help="valid videos the probes are scored on (50)")
+    parser.add_argument("--every", type=int, default=5, help="use every N-th frame (5)")
+    parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    args = parser.parse_args(argv)
+    if min(args.train_videos, args.valid_videos, args.every) < 1:
+        parser.error("--train-videos, --valid-videos and --every must be >= 1")
+    try:
+        model = load_model(args.checkpoint).eval()
+        train = collect(model, args.data, "train", args.train_videos, args.every)
+        test = collect(model, args.data, "valid", args.valid_videos, args.every)
+        if not train[0] or not test[0]:
+            raise YofoError(f"{args.data}: no visible object in the sampled frames")
+    except YofoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    table = (f"Linear probes of `{args.checkpoint.name}` on `{args.data}`: {len(train[1]['color'])} train and "
+             f"{len(test[1]['color'])} valid object views (every {args.every}th frame).\n\n" + probe_table(train, test))
+    print(table, end="")
+    if args.out:
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""benchmarks/feature_probe.py: the linear probe learns what the features encode, and the script's table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from yofo.data.synthetic import synthesize
+from yofo.engine.checkpoint import save_model
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "feature_probe.py"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    """The benchmark script as the module ``feature_probe``."""
+    spec = importlib.util.spec_from_file_location("feature_probe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_probe_reads_a_planted_attribute_and_not_noise(probe) -> None:
+    rng = np.random.default_rng(0)
+    labels = [("red", "blue", "green")[i % 3] for i in range(300)]
+    features = rng.normal(size=(300, 8))
+    planted = features.copy()
+    planted[:, 3] = [("red", "blue", "green").index(c) + rng.normal(0, 0.05) for c in labels]
+    assert probe.probe_accuracy(planted[:200], labels[:200], planted[200:], labels[200:]) == 1.0
+    assert probe.probe_accuracy(features[:200], labels[:200], features[200:], labels[200:]) < 0.6  # chance 1/3
+
+
+def test_table_for_a_checkpoint_and_bad_meta(probe, random_model, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "synth"
+    synthesize(data, train=2, valid=1, seed=0, size=(64, 96), frames=6)
+    checkpoint = tmp_path / "model.safetensors"
+    save_model(random_model("tiny", ["model.input_size=[64,96]"]), checkpoint)
+    out = tmp_path / "probe.md"
+    argv = ["--checkpoint", str(checkpoint), "--data", str(data), "--every", "3", "--out", str(out)]
+    assert probe.main(argv) == 0
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")][1:]
+    names = [row[0].strip() for row in rows]
+    assert names == ["chance (most frequent class)", "layer1", "layer2", "layer3", "layer4", "Φ (solver input)",
+                     "V1 (layer2)", "V2 (layer3)", "V3 (layer4)"]
+    assert all(0.0 <= float(cell) <= 1.0 for row in rows for cell in row[1:])
+    assert out.read_text() in capsys.readouterr().out
+
+    meta_path = data / "valid" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    video = next(iter(meta["videos"].values()))
+    del next(iter(video["objects"].values()))["color"]
+    meta_path.write_text(json.dumps(meta))
+    assert probe.main(argv) == 2
+    error = capsys.readouterr().err
+    assert "valid/meta.json" in error and "'color'" in error and "yofo synth" in error
