@@ -1,9 +1,11 @@
-"""Which object attributes a trained model's per-frame features carry: linear probes on the synthetic benchmark.
+"""Which object attributes a trained model's per-frame features carry, and where its sentences ground.
 
 Usage: .venv/bin/python benchmarks/feature_probe.py --checkpoint CKPT --data DIR [--train-videos 150]
            [--valid-videos 50] [--every 5] [--out FILE.md]
 
-For every object visible in every ``--every``-th frame, each feature map of the model (the image encoder's
+Two tables, on a benchmark made by ``yofo synth``.
+
+Linear probes. For every object visible in every ``--every``-th frame, each feature map of the model (the image encoder's
 layer1..layer4, Φ, the input of the Meta-Transfer solver, and V_i, the image projection of feature
 mining at each scale) is averaged over the object's mask, weighted by the share of each cell the mask
 covers. A linear classifier per map and attribute (colour, shape, size; from ``yofo synth``'s
@@ -11,14 +13,22 @@ covers. A linear classifier per map and attribute (colour, shape, size; from ``y
 how linearly decodable the attribute is from that map, next to chance (the valid split's most frequent
 class).
 
-A cue the solver's input cannot tell apart cannot be transferred by a linear filter on it (paper Eq. (1)):
-this is how the demo model's weak colour and shape expressions were traced (``checkpoints/README.md``).
+Grounding per kind of expression. For each valid expression, the J of the model's masks (at the model's
+input size) beside what feature mining's target labels Y already say: the readout of Y
+(``feature_mining.label_readout``, trained by the deep supervision ``train.aux_weight``; meaningless for
+a checkpoint trained without it) as a probability, averaged over the target's cells and over the other
+objects' cells. Y that gives both the same probability has not told the target apart; nothing after
+feature mining sees the sentence. Appearance expressions are split by the words they use (size, colour,
+shape). This is how the demo model's weak colour, shape and motion expressions were traced
+(``checkpoints/README.md``).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -27,16 +37,31 @@ import torch
 import torch.nn.functional as F
 
 from yofo.data.clips import MEAN_RGB, pad_to
-from yofo.data.records import VOID, read_frame, read_json, read_mask
+from yofo.data.records import VOID, Expression, Video, get_field, read_frame, read_json, read_mask
+from yofo.data.synthetic import COLORS, SHAPES, SIZE_WORDS
 from yofo.data.ytvos import load_ytvos
 from yofo.engine.checkpoint import load_model
 from yofo.errors import DatasetError, YofoError
 from yofo.files import atomic_write
+from yofo.metrics import db_eval_iou
 from yofo.model.image_encoder import normalize
 from yofo.predictor import fit_size
 
 ATTRIBUTES = ("color", "shape", "size")
 MIN_PIXELS = 20  # objects mostly hidden in a frame are left out
+WORDS = {"size": {w for pair in SIZE_WORDS.values() for w in pair}, "colour": set(COLORS), "shape": set(SHAPES)}
+
+
+def load_frame(video: Video, t: int, box: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame ``t`` as the model sees it and its ids: ``(3, Hp, Wp)`` in [0, 1] and ``(Hp, Wp)`` uint8.
+
+    Fitted inside ``box`` keeping the aspect ratio and padded to multiples of 32 as at inference; the padding
+    has the mean colour and void ids.
+    """
+    frame = read_frame(video.frame_paths[t], box)
+    _, padded = fit_size(*frame.shape[:2], box)
+    ids = torch.tensor(pad_to(read_mask(video.mask_paths[t], box), padded, VOID))
+    return torch.tensor(pad_to(frame, padded, MEAN_RGB)).permute(2, 0, 1).float() / 255, ids
 
 
 def feature_maps(model, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -62,7 +87,8 @@ def masked_means(maps: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str,
 
 def collect(model, root: Path, split: str, videos: int, every: int) -> tuple[dict[str, np.ndarray], dict[str, list]]:
     """Per visible object and sampled frame: pooled features ``{map: (N, C)}`` and ``{attribute: N labels}``."""
-    meta = read_json(root / split / "meta.json")["videos"]
+    path = root / split / "meta.json"
+    meta = get_field(read_json(path), "videos", dict, lambda: str(path))
     box = tuple(model.cfg.input_size)
     features: dict[str, list[np.ndarray]] = {}
     labels: dict[str, list] = {a: [] for a in ATTRIBUTES}
@@ -71,17 +97,14 @@ def collect(model, root: Path, split: str, videos: int, every: int) -> tuple[dic
         for obj_id, attributes in objects.items():
             missing = [a for a in ATTRIBUTES if a not in attributes]
             if missing:
-                raise DatasetError(f"{root / split / 'meta.json'}: video {video.name} object {obj_id} has no field "
+                raise DatasetError(f"{path}: video {video.name} object {obj_id} has no field "
                                    f"'{missing[0]}'; expected a benchmark made by `yofo synth`")
         for t in range(0, len(video.frame_paths), every):
             if video.mask_paths[t] is None:
                 continue
-            frame = read_frame(video.frame_paths[t], box)
-            _, padded = fit_size(*frame.shape[:2], box)
-            frame = pad_to(frame, padded, MEAN_RGB)
-            ids = torch.tensor(pad_to(read_mask(video.mask_paths[t], box), padded, VOID))
+            frame, ids = load_frame(video, t, box)
             with torch.inference_mode():
-                maps = feature_maps(model, torch.tensor(frame).permute(2, 0, 1)[None].float() / 255)
+                maps = feature_maps(model, frame[None])
                 for obj_id, attributes in objects.items():
                     mask = ids == int(obj_id)
                     if mask.sum() < MIN_PIXELS:
@@ -133,15 +156,67 @@ def probe_table(train: tuple[dict, dict], test: tuple[dict, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def expression_group(expression: Expression) -> str:
+    """The expression's kind; for appearance alone, with the appearance words it uses, e.g. ``appearance: colour``."""
+    if expression.kind != "appearance":
+        return str(expression.kind)
+    words = set(re.findall(r"[a-z]+", expression.text.lower()))
+    used = [name for name, vocabulary in WORDS.items() if words & vocabulary]
+    return "appearance: " + (" + ".join(used) or "other")
+
+
+def grounding(model, root: Path, videos: int) -> dict[str, dict[str, list[float]]]:
+    """Per expression group: the J of each expression and Y's readout probability on the target and on the others.
+
+    Returns:
+        ``{group: {"J": [...], "target": [...], "others": [...]}}``, one value per expression ("others" is NaN
+        for a video with a single object).
+    """
+    box = tuple(model.cfg.input_size)
+    stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for video in load_ytvos(root, "valid")[:videos]:
+        expressions = [e for e in video.expressions if e.obj_id is not None]
+        loaded = [load_frame(video, t, box) for t in range(len(video.frame_paths)) if video.mask_paths[t]]
+        frames, ids = torch.stack([f for f, _ in loaded]), torch.stack([i for _, i in loaded])  # (T, 3, H, W), (T, H, W)
+        with torch.inference_mode():
+            clips = normalize(frames)[None].expand(len(expressions), *frames.shape)
+            logits, readout = model(clips, [e.text for e in expressions], label_logits=True)
+        void = (ids == VOID).numpy()
+        for k, expression in enumerate(expressions):
+            target, others = ids == expression.obj_id, (ids > 0) & (ids != expression.obj_id) & (ids != VOID)
+            probability = torch.sigmoid(readout[k, :, 0])  # (T, h, w)
+
+            def mean_over(region: torch.Tensor) -> float:
+                cover = F.adaptive_avg_pool2d(region.float()[:, None], probability.shape[-2:])[:, 0]
+                return float((probability * cover).sum() / cover.sum()) if cover.sum() > 0 else float("nan")
+
+            row = stats[expression_group(expression)]
+            row["J"].append(float(np.mean(db_eval_iou(target.numpy(), (logits[k, :, 0] > 0).numpy(), void))))
+            row["target"].append(mean_over(target))
+            row["others"].append(mean_over(others))
+    return stats
+
+
+def grounding_table(stats: dict[str, dict[str, list[float]]]) -> str:
+    """Markdown table of :func:`grounding`: one row per group (all expressions first), means over expressions."""
+    everything = {key: [v for row in stats.values() for v in row[key]] for key in ("J", "target", "others")}
+    lines = ["| expressions | n | J of the masks | Y readout on the target | Y readout on the other objects |",
+             "|---|---|---|---|---|"]
+    for name, row in [("all", everything), *sorted(stats.items())]:
+        lines.append(f"| {name} | {len(row['J'])} | {np.mean(row['J']):.3f} | {np.nanmean(row['target']):.3f} "
+                     f"| {np.nanmean(row['others']):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print (and with ``--out`` write) the probe table; 0 on success, 2 on a yofo error."""
+    """Print (and with ``--out`` write) both tables; 0 on success, 2 on a yofo error."""
     parser = argparse.ArgumentParser(prog="benchmarks/feature_probe.py", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a yofo checkpoint")
     parser.add_argument("--data", type=Path, required=True, help="a benchmark made by `yofo synth`")
     parser.add_argument("--train-videos", type=int, default=150, help="train videos the probes learn from (150)")
     parser.add_argument("--valid-videos", type=int, default=50, help="valid videos the probes are scored on (50)")
     parser.add_argument("--every", type=int, default=5, help="use every N-th frame (5)")
-    parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     args = parser.parse_args(argv)
     if min(args.train_videos, args.valid_videos, args.every) < 1:
         parser.error("--train-videos, --valid-videos and --every must be >= 1")
@@ -151,11 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         test = collect(model, args.data, "valid", args.valid_videos, args.every)
         if not train[0] or not test[0]:
             raise YofoError(f"{args.data}: no visible object in the sampled frames")
+        grounded = grounding(model, args.data, args.valid_videos)
     except YofoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     table = (f"Linear probes of `{args.checkpoint.name}` on `{args.data}`: {len(train[1]['color'])} train and "
-             f"{len(test[1]['color'])} valid object views (every {args.every}th frame).\n\n" + probe_table(train, test))
+             f"{len(test[1]['color'])} valid object views (every {args.every}th frame).\n\n" + probe_table(train, test)
+             + f"\nGrounding of the {sum(len(r['J']) for r in grounded.values())} expressions of the first "
+             f"{args.valid_videos} valid videos: J of the masks and the mean probability of Y's readout.\n\n"
+             + grounding_table(grounded))
     print(table, end="")
     if args.out:
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(table))

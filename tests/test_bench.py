@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
 import torch
 
 from yofo.cli import main
-from yofo.commands.bench import BenchSpec, build_bench_model, count_gflops, synthetic_frames, timed_components
+from yofo.commands.bench import (
+    BenchSpec, build_bench_model, count_gflops, peak_rss_mb, synthetic_frames, timed_components,
+)
 
 
 def test_bench_json_report(capsys):
@@ -45,6 +50,15 @@ def test_count_gflops_counts_multiply_adds_twice():
     image = torch.zeros(1, 3, 10, 12)
     assert count_gflops(conv, image) == pytest.approx(2 * 10 * 12 * 8 * 3 * 9 / 1e9)
     assert count_gflops(torch.relu, image) == 0  # element-wise work is not counted
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+def test_peak_memory_of_a_spawned_child_is_its_own():
+    ballast = np.ones(300 * 2**20, dtype=np.uint8)  # 300 MB resident in this process
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        child = pool.submit(peak_rss_mb).result()
+    assert peak_rss_mb() > ballast.size / 2**20 and child < peak_rss_mb() - 250  # not inherited from the parent
 
 
 def test_bench_rejects_bad_arguments(capsys):

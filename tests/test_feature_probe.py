@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from yofo.data.records import Expression
 from yofo.data.synthetic import synthesize
 from yofo.engine.checkpoint import save_model
 
@@ -25,6 +26,15 @@ def probe():
     spec.loader.exec_module(module)
     yield module
     del sys.modules[spec.name]
+
+
+def test_expression_groups_split_appearance_by_its_words(probe) -> None:
+    def group(text: str, kind: str) -> str:
+        return probe.expression_group(Expression(exp_id="0", text=text, obj_id=1, kind=kind))
+
+    assert group("the big red thing", "appearance") == "appearance: size + colour"
+    assert group("the cross", "appearance") == "appearance: shape"
+    assert group("the cross on the left", "appearance+position") == "appearance+position"
 
 
 def test_probe_reads_a_planted_attribute_and_not_noise(probe) -> None:
@@ -45,12 +55,18 @@ def test_table_for_a_checkpoint_and_bad_meta(probe, random_model, tmp_path: Path
     out = tmp_path / "probe.md"
     argv = ["--checkpoint", str(checkpoint), "--data", str(data), "--every", "3", "--out", str(out)]
     assert probe.main(argv) == 0
-    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")][1:]
-    names = [row[0].strip() for row in rows]
-    assert names == ["chance (most frequent class)", "layer1", "layer2", "layer3", "layer4", "Φ (solver input)",
-                     "V1 (layer2)", "V2 (layer3)", "V3 (layer4)"]
-    assert all(0.0 <= float(cell) <= 1.0 for row in rows for cell in row[1:])
-    assert out.read_text() in capsys.readouterr().out
+    text = out.read_text()
+    assert text in capsys.readouterr().out
+    probes, grounded = ([line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ")][1:]
+                        for table in text.split("\n\nGrounding"))
+    assert [row[0].strip() for row in probes] == [
+        "chance (most frequent class)", "layer1", "layer2", "layer3", "layer4", "Φ (solver input)",
+        "V1 (layer2)", "V2 (layer3)", "V3 (layer4)"]
+    assert all(0.0 <= float(cell) <= 1.0 for row in probes for cell in row[1:])
+    counts = {row[0].strip(): int(row[1]) for row in grounded}
+    expressions = json.loads((data / "meta_expressions" / "valid" / "meta_expressions.json").read_text())["videos"]
+    assert counts.pop("all") == sum(len(v["expressions"]) for v in expressions.values()) == sum(counts.values())
+    assert all(0.0 <= float(cell) <= 1.0 for row in grounded for cell in row[2:4])  # J, readout on the target
 
     meta_path = data / "valid" / "meta.json"
     meta = json.loads(meta_path.read_text())

@@ -242,6 +242,23 @@ def time_pipeline(segmenter, size: tuple[int, int], objects: int, frames: int, w
     }
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB, since it started its program.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``. Not ``ru_maxrss``: it survives ``exec``, so a spawned child
+    would report at least the size of its parent when it was spawned. Elsewhere ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
 def peak_rss_child(spec: dict, objects: int, length: int) -> float:
     """In a fresh process: stream ``length`` frames with ``objects`` sentences; peak RSS in MB."""
     spec = BenchSpec(**spec)
@@ -249,7 +266,7 @@ def peak_rss_child(spec: dict, objects: int, length: int) -> float:
     segmenter.start(sentences(objects))
     for frame in synthetic_frames(spec.size, length):
         segmenter.step_logits(frame)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return peak_rss_mb()
 
 
 def measure_peak_rss(spec: BenchSpec, objects: int, lengths: list[int]) -> dict[str, float]:
