@@ -11,8 +11,8 @@ measures in one run (frames synthesised on the fly, never held in memory):
 * the arithmetic of both, GFLOP per frame (:func:`count_gflops`), which bounds what any implementation of
   the same model can reach: the time ratio of pipeline and encoder cannot drop much below their FLOP ratio
   unless the parts after the encoder run at a higher FLOP rate than the encoder itself;
-* the peak resident memory of streaming a short and a long video, each in a fresh process (``ru_maxrss``
-  only grows within a process).
+* the peak resident memory of streaming a short and a long video, each in a fresh process (a peak only
+  grows within a process), as that process's own peak (:func:`peak_rss_mb`).
 
 Warm-up frames are not timed; the first frame of a video runs the long solver schedule (brief §2.4), so the
 figures are the steady state. Text encoding runs once per sentence per video and is not part of them.
