@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from types import ModuleType
+from typing import Callable, Iterator, Sequence
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from yofo.model.fusion import init_conv_weights
 from yofo.model.yofo import YOFO, build_model
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +42,26 @@ def random_model() -> Callable[..., YOFO]:
         return model
 
     return build
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Iterator[Callable[[str], ModuleType]]:
+    """Factory ``benchmark_script(name)``: ``benchmarks/<name>.py`` as the module ``name``.
+
+    The module is registered in ``sys.modules`` (until the session ends), so that its functions pickle by
+    name, e.g. for the worker processes of ``ablations.py --jobs``.
+    """
+    loaded: list[str] = []
+
+    def load(name: str) -> ModuleType:
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            loaded.append(name)
+        return sys.modules[name]
+
+    yield load
+    for name in loaded:
+        del sys.modules[name]

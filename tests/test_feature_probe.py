@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +12,11 @@ from yofo.data.records import Expression
 from yofo.data.synthetic import synthesize
 from yofo.engine.checkpoint import save_model
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "feature_probe.py"
-
 
 @pytest.fixture(scope="module")
-def probe():
-    """The benchmark script as the module ``feature_probe``."""
-    spec = importlib.util.spec_from_file_location("feature_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+def probe(benchmark_script):
+    """The benchmark script as a module."""
+    return benchmark_script("feature_probe")
 
 
 def test_expression_groups_split_appearance_by_its_words(probe) -> None:

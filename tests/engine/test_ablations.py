@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,24 +12,17 @@ from yofo.data.synthetic import synthesize
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablations.py"
-
 
 @pytest.fixture(scope="module")
-def ablations():
-    """The benchmark script as the module ``ablations`` (registered, so that its functions pickle by name)."""
-    spec = importlib.util.spec_from_file_location("ablations", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+def ablations(benchmark_script):
+    """The benchmark script as a module."""
+    return benchmark_script("ablations")
 
 
 def test_table_and_resume(
     ablations, micro: list[str], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # spawned --jobs workers import the script as a module
+    monkeypatch.syspath_prepend(str(Path(ablations.__file__).parent))  # --jobs workers import the script
     data = tmp_path / "data"
     synthesize(data, train=2, valid=2, seed=0, size=(64, 64), frames=6)
     out = tmp_path / "out"
