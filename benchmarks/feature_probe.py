@@ -1,9 +1,9 @@
-"""Which object attributes a trained model's per-frame features carry, and where its sentences ground.
+"""Which object attributes a trained model's features carry, in frames and in sentences, and where its sentences ground.
 
 Usage: .venv/bin/python benchmarks/feature_probe.py --checkpoint CKPT --data DIR [--train-videos 150]
            [--valid-videos 50] [--every 5] [--out FILE.md]
 
-Two tables, on a benchmark made by ``yofo synth``.
+Three tables, on a benchmark made by ``yofo synth``.
 
 Linear probes. For every object visible in every ``--every``-th frame, each feature map of the model (the image encoder's
 layer1..layer4, Φ, the input of the Meta-Transfer solver, and V_i, the image projection of feature
@@ -21,6 +21,11 @@ objects' cells. Y that gives both the same probability has not told the target a
 feature mining sees the sentence. Appearance expressions are split by the words they use (size, colour,
 shape). This is how the demo model's weak colour, shape and motion expressions were traced
 (``checkpoints/README.md``).
+
+Linear probes of the sentences. The same probes read the colour, shape and size a sentence names from its
+text features where feature mining uses them (z_i and W_z z_i at each fused scale), trained on the train
+split's distinct sentences and scored on the valid split's that are not also train sentences. Grounding a
+colour needs it on both sides of a fusion block: in V_i and in W_z z_i of the same scale.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ from yofo.predictor import fit_size
 
 ATTRIBUTES = ("color", "shape", "size")
 MIN_PIXELS = 20  # objects mostly hidden in a frame are left out
-WORDS = {"size": {w for pair in SIZE_WORDS.values() for w in pair}, "colour": set(COLORS), "shape": set(SHAPES)}
+SIZE_OF_WORD = {word: size for size, words in SIZE_WORDS.items() for word in words}  # "big" -> "large"
+WORDS = {"size": set(SIZE_OF_WORD), "colour": set(COLORS), "shape": set(SHAPES)}
 
 
 def load_frame(video: Video, t: int, box: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,6 +162,68 @@ def probe_table(train: tuple[dict, dict], test: tuple[dict, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sentence_attributes(text: str) -> dict[str, str | None]:
+    """The colour, shape and size (``small``/``large``) a sentence names; ``None`` for one it does not name."""
+    words = re.findall(r"[a-z]+", text.lower())
+    named = {attribute: next((w for w in words if w in vocabulary), None)
+             for attribute, vocabulary in (("color", COLORS), ("shape", SHAPES), ("size", SIZE_OF_WORD))}
+    named["size"] = SIZE_OF_WORD.get(named["size"])
+    return named
+
+
+def text_features(model, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each sentence's features where feature mining uses them: name -> ``(N, C)``.
+
+    Per fused scale i: z_i (L2-normalised, as the fusion block reads it) and W_z z_i, the term the sentence
+    adds to every cell of the multi-modal map M_i before its BatchNorm and ReLU (:mod:`yofo.model.fusion`).
+    """
+    with torch.inference_mode():
+        z = F.normalize(model.encode_text(list(texts)), dim=2)  # (N, 3, C)
+        features = {}
+        for key, block in model.feature_mining.fuse.items():
+            i = int(key)
+            features[f"z{i + 1}"] = z[:, i].numpy()
+            features[f"W_z z{i + 1} (into M{i + 1})"] = block.mm_text(z[:, i]).numpy()
+    return features
+
+
+def sentence_probe_table(model, root: Path, train_videos: int, valid_videos: int) -> tuple[str, int, int]:
+    """Linear probes of the attributes a sentence names, from its text features (:func:`text_features`).
+
+    Distinct sentences of the first videos of each split; valid sentences that also occur in train are left
+    out, so a probe cannot score by recognising a sentence it was trained on.
+
+    Returns:
+        the markdown table (one row per feature, chance first) and the numbers of train and valid sentences.
+    """
+    train = sorted({e.text for v in load_ytvos(root, "train")[:train_videos] for e in v.expressions})
+    valid = sorted({e.text for v in load_ytvos(root, "valid")[:valid_videos] for e in v.expressions} - set(train))
+    if not train or not valid:
+        raise YofoError(f"{root}: no valid sentence that is not also a train sentence")
+    labels = {name: [sentence_attributes(t) for t in texts] for name, texts in (("train", train), ("valid", valid))}
+    features = {"train": text_features(model, train), "valid": text_features(model, valid)}
+    counts, chance, rows = [], [], {name: [] for name in features["train"]}
+    for attribute in ATTRIBUTES:
+        named = {split: [k for k, a in enumerate(labels[split]) if a[attribute]] for split in labels}
+        train_y = [labels["train"][k][attribute] for k in named["train"]]
+        valid_y = [labels["valid"][k][attribute] for k in named["valid"]]
+        counts.append(str(len(valid_y)))
+        if not train_y or not valid_y:
+            chance.append("n/a")
+            for cells in rows.values():
+                cells.append("n/a")
+            continue
+        chance.append(f"{max(valid_y.count(c) for c in set(valid_y)) / len(valid_y):.2f}")
+        for name, cells in rows.items():
+            x = features["train"][name][named["train"]], features["valid"][name][named["valid"]]
+            cells.append(f"{probe_accuracy(x[0], train_y, x[1], valid_y):.2f}")
+    lines = ["| text features | " + " | ".join(ATTRIBUTES) + " |", "|---|" + "---|" * len(ATTRIBUTES),
+             "| valid sentences naming it | " + " | ".join(counts) + " |",
+             "| chance (most frequent class) | " + " | ".join(chance) + " |",
+             *(f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items())]
+    return "\n".join(lines) + "\n", len(train), len(valid)
+
+
 def expression_group(expression: Expression) -> str:
     """The expression's kind; for appearance alone, with the appearance words it uses, e.g. ``appearance: colour``."""
     if expression.kind != "appearance":
@@ -209,7 +277,7 @@ def grounding_table(stats: dict[str, dict[str, list[float]]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print (and with ``--out`` write) both tables; 0 on success, 2 on a yofo error."""
+    """Print (and with ``--out`` write) the three tables; 0 on success, 2 on a yofo error."""
     parser = argparse.ArgumentParser(prog="benchmarks/feature_probe.py", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a yofo checkpoint")
     parser.add_argument("--data", type=Path, required=True, help="a benchmark made by `yofo synth`")
@@ -227,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not train[0] or not test[0]:
             raise YofoError(f"{args.data}: no visible object in the sampled frames")
         grounded = grounding(model, args.data, args.valid_videos)
+        sentences, train_sentences, valid_sentences = sentence_probe_table(model, args.data, args.train_videos,
+                                                                           args.valid_videos)
     except YofoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -234,7 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"{len(test[1]['color'])} valid object views (every {args.every}th frame).\n\n" + probe_table(train, test)
              + f"\nGrounding of the {sum(len(r['J']) for r in grounded.values())} expressions of the first "
              f"{args.valid_videos} valid videos: J of the masks and the mean probability of Y's readout.\n\n"
-             + grounding_table(grounded))
+             + grounding_table(grounded)
+             + f"\nLinear probes of the attributes the sentences name, from their text features: "
+             f"{train_sentences} train and {valid_sentences} valid distinct sentences (none in both).\n\n"
+             + sentences)
     print(table, end="")
     if args.out:
         atomic_write(args.out, lambda tmp: Path(tmp).write_text(table))

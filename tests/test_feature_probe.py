@@ -28,6 +28,12 @@ def test_expression_groups_split_appearance_by_its_words(probe) -> None:
     assert group("the cross on the left", "appearance+position") == "appearance+position"
 
 
+def test_sentence_attributes_are_the_words_it_names(probe) -> None:
+    assert probe.sentence_attributes("the big red thing") == {"color": "red", "shape": None, "size": "large"}
+    assert probe.sentence_attributes("The little cross on the left") == {"color": None, "shape": "cross",
+                                                                         "size": "small"}
+
+
 def test_probe_reads_a_planted_attribute_and_not_noise(probe) -> None:
     rng = np.random.default_rng(0)
     labels = [("red", "blue", "green")[i % 3] for i in range(300)]
@@ -48,8 +54,8 @@ def test_table_for_a_checkpoint_and_bad_meta(probe, random_model, tmp_path: Path
     assert probe.main(argv) == 0
     text = out.read_text()
     assert text in capsys.readouterr().out
-    probes, grounded = ([line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ")][1:]
-                        for table in text.split("\n\nGrounding"))
+    probes, grounded, sentences = ([line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ")][1:]
+                                   for table in text.split("\n\n") if table.startswith("| "))
     assert [row[0].strip() for row in probes] == [
         "chance (most frequent class)", "layer1", "layer2", "layer3", "layer4", "Φ (solver input)",
         "V1 (layer2)", "V2 (layer3)", "V3 (layer4)"]
@@ -58,6 +64,10 @@ def test_table_for_a_checkpoint_and_bad_meta(probe, random_model, tmp_path: Path
     expressions = json.loads((data / "meta_expressions" / "valid" / "meta_expressions.json").read_text())["videos"]
     assert counts.pop("all") == sum(len(v["expressions"]) for v in expressions.values()) == sum(counts.values())
     assert all(0.0 <= float(cell) <= 1.0 for row in grounded for cell in row[2:4])  # J, readout on the target
+    assert [row[0].strip() for row in sentences] == [  # tiny: feature mining fuses at all three scales
+        "valid sentences naming it", "chance (most frequent class)",
+        *(name for i in (1, 2, 3) for name in (f"z{i}", f"W_z z{i} (into M{i})"))]
+    assert all(cell.strip() == "n/a" or 0.0 <= float(cell) <= 1.0 for row in sentences[1:] for cell in row[1:])
 
     meta_path = data / "valid" / "meta.json"
     meta = json.loads(meta_path.read_text())

@@ -208,6 +208,29 @@ def _row(name: str, result: dict[str, Any]) -> str:
             f"{_f(result['J']['recall'])} | {_f(result['F']['recall'])} | {result['objects']} |")
 
 
+def _motion_blind_lines(blind: dict[str, Any] | None) -> list[str]:
+    """The report's paragraph on motion (:func:`yofo.engine.evaluate.motion_blind_reference`)."""
+    if not blind:
+        return []
+    needed = float("inf")  # J&F the other expressions need for the target, with motion at chance
+    if blind["others"]:
+        total = blind["expressions"] + blind["others"]
+        needed = (TARGET_JF * total - blind["chance"] * blind["expressions"]) / blind["others"]
+    return [
+        "## Motion",
+        "",
+        f"{blind['expressions']} expressions need motion to single out their object; the model scores J&F "
+        f"{_f(blind['J&F'])} on them. Nothing in YOFO compares frames, so motion words cannot tell it which object "
+        "is meant: a model with perfect masks that picks at random among the objects the rest of the sentence "
+        "fits (all the video's objects for a motion-only sentence, at least two otherwise) expects at most "
+        f"{_f(blind['chance'])} on these, and {_f(blind['bound'])} overall with every other expression perfect. "
+        f"With motion at that level, J&F {TARGET_JF} overall needs "
+        + (f"{_f(needed)} on the other {blind['others']} expressions." if needed <= 1 else
+           f"more than 1 on the other {blind['others']} expressions: out of reach without seeing motion."),
+        "",
+    ]
+
+
 def write_report(path: Path, summary: dict[str, Any]) -> None:
     """``report.md``: results overall, per cue, per kind and for the control; overlays; curve; timing."""
     ev, data, control = summary["evaluation"], summary["data"], summary["evaluation"]["control"]
@@ -235,6 +258,7 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
         *header,
         *(_row(kind, value) for kind, value in ev["per_kind"].items()),
         "",
+        *_motion_blind_lines(ev.get("motion_blind")),
         "## Language-blind control",
         "",
         "The same predictions scored against another object of the same video: each video's expressions are "

@@ -71,6 +71,8 @@ def test_demo_end_to_end(shipped, tmp_path, capsys):
     for text in ("## Results", "## Language-blind control", "training_curve.png", summary["checkpoint_sha256"],
                  summary["overlays"][0]["sentences"][0], "using appearance" if "appearance" in ev["per_cue"] else ""):
         assert text in report
+    # the paragraph on what a model that cannot see motion could reach (the micro benchmark has such sentences)
+    assert "## Motion" in report and f"{ev['motion_blind']['chance']:.3f}" in report
     assert (out / "eval" / "per_object.csv").is_file() and any((out / "eval" / "predictions").rglob("*.png"))
 
 

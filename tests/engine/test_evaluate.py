@@ -20,7 +20,13 @@ from yofo.config import load_config
 from yofo.data.records import Expression, Video, read_mask
 from yofo.data.ytvos import load_ytvos
 from yofo.engine.checkpoint import save_model
-from yofo.engine.evaluate import davis_object_scores, shuffle_objects, zip_submission
+from yofo.engine.evaluate import (
+    ObjectScore,
+    davis_object_scores,
+    motion_blind_reference,
+    shuffle_objects,
+    zip_submission,
+)
 from yofo.errors import DatasetError, InputError
 from yofo.model.yofo import build_model
 from yofo.video_io import write_palette_png
@@ -113,7 +119,24 @@ def test_oracle_scores_one_and_shuffle_control_is_low(synth_root, tmp_path):
     assert all(row["J-Mean"] == 1.0 for row in result["per_object"])
     assert result["control"]["J&F"] < 0.3  # distinct objects barely overlap
     assert result["control"]["videos_not_shuffled"] == 0
+    assert result["motion_blind"]["J&F"] == 1.0 and result["motion_blind"]["bound"] < 1.0
     assert not (tmp_path / "out" / "predictions").exists()  # nothing to write when predictions are given
+
+
+def test_motion_blind_reference_guesses_among_the_candidates():
+    """A motion-only sentence among 3 objects: chance 1/3; motion with another cue: 1/2; others count as 1."""
+
+    def score(video: str, obj_id: int, kind: str, value: float) -> ObjectScore:
+        return ObjectScore(f"{video}_{obj_id}", video, obj_id, np.array([value]), np.array([value]), kind=kind)
+
+    scores = [score("a", 1, "motion", 0.2), score("a", 2, "appearance", 0.9), score("a", 3, "position", 0.8),
+              score("b", 1, "appearance+motion", 0.6), score("b", 2, "appearance", 0.7)]
+    blind = motion_blind_reference(scores)
+    assert blind["expressions"] == 2 and blind["others"] == 3
+    assert blind["J&F"] == pytest.approx(0.4)
+    assert blind["chance"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert blind["bound"] == pytest.approx((1 / 3 + 1 / 2 + 3) / 5)
+    assert motion_blind_reference([s for s in scores if "motion" not in s.kind]) is None
 
 
 def test_shuffle_is_a_deterministic_derangement(synth_root):

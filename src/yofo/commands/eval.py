@@ -89,5 +89,9 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"  {group[4:]} {name}: J&F {_fmt(value['J&F'])} ({value['objects']} objects)")
     if "control" in result:
         lines.append(f"  shuffle control: J&F {_fmt(result['control']['J&F'])}")
+    if result.get("motion_blind"):
+        blind = result["motion_blind"]
+        lines.append(f"  needing motion: J&F {_fmt(blind['J&F'])} ({blind['expressions']} objects); a perfect "
+                     f"motion-blind model: {_fmt(blind['chance'])} on them, {_fmt(blind['bound'])} overall")
     print("\n".join(lines) + f"\n{timing}\nwrote {out}")
     return 0

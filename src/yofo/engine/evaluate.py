@@ -9,7 +9,8 @@ Formats (brief §5, §6):
 * ``ytvos`` and ``synthetic`` (Ref-YouTube-VOS layout): every expression is one scored object, named
   ``<video>_<exp_id>``, against the ground truth ``mask == obj_id`` on every frame that has a mask. All
   expressions of a video share one pass of the model. ``synthetic`` adds results per expression kind and per
-  cue (appearance / motion / position). A split without masks (Ref-YouTube-VOS valid) is not scored: it gives
+  cue (appearance / motion / position) and what a model that cannot see motion could reach
+  (:func:`motion_blind_reference`). A split without masks (Ref-YouTube-VOS valid) is not scored: it gives
   ``submission.zip`` in the official layout instead (brief §6.2).
 * ``davis`` (Ref-DAVIS17, brief §6.1): per annotator, the objects' masks are merged into one id map per frame
   (argmax where the best probability is ≥ 0.5, brief §7.15) and scored as the DAVIS-2017 toolkit does
@@ -144,6 +145,36 @@ def _groups(scores: Sequence[ObjectScore]) -> tuple[dict[str, Any], dict[str, An
     per_kind = {kind: summarize([s for s in scores if s.kind == kind]) for kind in kinds}
     per_cue = {cue: summarize([s for s in scores if s.kind and cue in s.kind.split("+")]) for cue in cues}
     return per_kind, per_cue
+
+
+def motion_blind_reference(scores: Sequence[ObjectScore]) -> dict[str, Any] | None:
+    """What the expressions that need motion leave to a model that cannot see motion (synthetic benchmark).
+
+    Nothing in YOFO compares frames, so the motion words of a sentence cannot single out its object. A model
+    that segments perfectly but cannot see motion can only guess among the objects the rest of the sentence
+    fits: for a motion-only sentence, all k objects of the video (expected J&F 1/k); for one that also names
+    appearance or position, at least two, because the benchmark's expressions are minimal (without its motion
+    a sentence does not pick out its object alone), so at most 1/2. The objects of a video are those its
+    expressions are scored against (``yofo synth`` describes every object).
+
+    Args:
+        scores: scored expressions with their ``kind`` (``appearance+motion``, ...).
+
+    Returns:
+        ``None`` without an expression that needs motion, else ``{"expressions": n, "J&F": scored J&F on them,
+        "chance": mean expected J&F of the guess on them, "bound": J&F overall of a model perfect on every other
+        expression and guessing on these, "others": number of other expressions}``.
+    """
+    objects: dict[str, set[int]] = {}
+    for s in scores:
+        objects.setdefault(s.video, set()).add(s.obj_id)
+    motion = [s for s in scores if s.kind and "motion" in s.kind.split("+")]
+    if not motion:
+        return None
+    guess = [1 / len(objects[s.video]) if s.kind == "motion" else 0.5 for s in motion]
+    others = len(scores) - len(motion)
+    return {"expressions": len(motion), "J&F": summarize(motion)["J&F"], "chance": float(np.mean(guess)),
+            "bound": (sum(guess) + others) / len(scores), "others": others}
 
 
 def _object_row(score: ObjectScore) -> dict[str, Any]:
@@ -611,6 +642,7 @@ def _evaluate_into(
             result |= summarize(scores)
         if fmt == "synthetic":
             result["per_kind"], result["per_cue"] = _groups(scores)
+            result["motion_blind"] = motion_blind_reference(scores)
         if control_seed is not None:
             control = [s for _, video_control in results for s in video_control]
             kept = sum(len(shuffle_objects(v, control_seed)) < 2 for v in videos)
