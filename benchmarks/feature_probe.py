@@ -1,4 +1,4 @@
-"""Which object attributes a trained model's features carry, in frames and in sentences, and where its sentences ground.
+"""What a trained model's frame and sentence features carry about objects, and where its sentences ground.
 
 Usage: .venv/bin/python benchmarks/feature_probe.py --checkpoint CKPT --data DIR [--train-videos 150]
            [--valid-videos 50] [--every 5] [--out FILE.md]
@@ -194,7 +194,8 @@ def sentence_probe_table(model, root: Path, train_videos: int, valid_videos: int
     out, so a probe cannot score by recognising a sentence it was trained on.
 
     Returns:
-        the markdown table (one row per feature, chance first) and the numbers of train and valid sentences.
+        the markdown table (one row per feature after the valid counts and chance) and the numbers of train and
+        valid sentences.
     """
     train = sorted({e.text for v in load_ytvos(root, "train")[:train_videos] for e in v.expressions})
     valid = sorted({e.text for v in load_ytvos(root, "valid")[:valid_videos] for e in v.expressions} - set(train))
