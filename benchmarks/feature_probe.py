@@ -150,15 +150,35 @@ def probe_accuracy(train_x: np.ndarray, train_y: Sequence, test_x: np.ndarray, t
     return float(np.mean([p == t for p, t in zip(predicted, test_y)]))
 
 
-def probe_table(train: tuple[dict, dict], test: tuple[dict, dict]) -> str:
-    """Markdown table: one row per feature map, the probe accuracy per attribute; chance in the first row."""
+def probe_table(train: tuple[dict, dict], test: tuple[dict, dict], first_column: str = "features",
+                count_row: str | None = None) -> str:
+    """Markdown table: one row per feature, the probe accuracy per attribute, after a row of chance.
+
+    Args:
+        train, test: ``({feature: (N, C)}, {attribute: N labels})``. A label may be ``None`` where a sample does
+            not have the attribute (a sentence that does not name it): that sample is left out of the
+            attribute's probe, and an attribute without train or test samples gets ``n/a``.
+        first_column: header of the feature column.
+        count_row: if given, a first row with this name and the number of test samples per attribute.
+    """
     (train_x, train_y), (test_x, test_y) = train, test
-    chance = {a: max(test_y[a].count(c) for c in set(test_y[a])) / len(test_y[a]) for a in ATTRIBUTES}
-    lines = ["| features | " + " | ".join(ATTRIBUTES) + " |", "|---|" + "---|" * len(ATTRIBUTES),
-             "| chance (most frequent class) | " + " | ".join(f"{chance[a]:.2f}" for a in ATTRIBUTES) + " |"]
-    for name in train_x:
-        cells = [probe_accuracy(train_x[name], train_y[a], test_x[name], test_y[a]) for a in ATTRIBUTES]
-        lines.append(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    counts, columns = [], []
+    for attribute in ATTRIBUTES:
+        picked = [[k for k, label in enumerate(y[attribute]) if label is not None] for y in (train_y, test_y)]
+        fit_y, score_y = ([y[attribute][k] for k in rows] for y, rows in zip((train_y, test_y), picked))
+        counts.append(str(len(score_y)))
+        if not fit_y or not score_y:
+            columns.append(["n/a"] * (len(train_x) + 1))
+            continue
+        chance = max(score_y.count(c) for c in set(score_y)) / len(score_y)
+        columns.append([f"{chance:.2f}"] + [
+            f"{probe_accuracy(train_x[name][picked[0]], fit_y, test_x[name][picked[1]], score_y):.2f}"
+            for name in train_x])
+    names = ["chance (most frequent class)", *train_x]
+    lines = [f"| {first_column} | " + " | ".join(ATTRIBUTES) + " |", "|---|" + "---|" * len(ATTRIBUTES)]
+    if count_row is not None:
+        lines.append(f"| {count_row} | " + " | ".join(counts) + " |")
+    lines += [f"| {name} | " + " | ".join(column[i] for column in columns) + " |" for i, name in enumerate(names)]
     return "\n".join(lines) + "\n"
 
 
@@ -201,28 +221,13 @@ def sentence_probe_table(model, root: Path, train_videos: int, valid_videos: int
     valid = sorted({e.text for v in load_ytvos(root, "valid")[:valid_videos] for e in v.expressions} - set(train))
     if not train or not valid:
         raise YofoError(f"{root}: no valid sentence that is not also a train sentence")
-    labels = {name: [sentence_attributes(t) for t in texts] for name, texts in (("train", train), ("valid", valid))}
-    features = {"train": text_features(model, train), "valid": text_features(model, valid)}
-    counts, chance, rows = [], [], {name: [] for name in features["train"]}
-    for attribute in ATTRIBUTES:
-        named = {split: [k for k, a in enumerate(labels[split]) if a[attribute]] for split in labels}
-        train_y = [labels["train"][k][attribute] for k in named["train"]]
-        valid_y = [labels["valid"][k][attribute] for k in named["valid"]]
-        counts.append(str(len(valid_y)))
-        if not train_y or not valid_y:
-            chance.append("n/a")
-            for cells in rows.values():
-                cells.append("n/a")
-            continue
-        chance.append(f"{max(valid_y.count(c) for c in set(valid_y)) / len(valid_y):.2f}")
-        for name, cells in rows.items():
-            x = features["train"][name][named["train"]], features["valid"][name][named["valid"]]
-            cells.append(f"{probe_accuracy(x[0], train_y, x[1], valid_y):.2f}")
-    lines = ["| text features | " + " | ".join(ATTRIBUTES) + " |", "|---|" + "---|" * len(ATTRIBUTES),
-             "| valid sentences naming it | " + " | ".join(counts) + " |",
-             "| chance (most frequent class) | " + " | ".join(chance) + " |",
-             *(f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items())]
-    return "\n".join(lines) + "\n", len(train), len(valid)
+
+    def split(texts: list[str]) -> tuple[dict[str, np.ndarray], dict[str, list]]:
+        named = [sentence_attributes(text) for text in texts]
+        return text_features(model, texts), {a: [n[a] for n in named] for a in ATTRIBUTES}
+
+    table = probe_table(split(train), split(valid), "text features", "valid sentences naming it")
+    return table, len(train), len(valid)
 
 
 def expression_group(expression: Expression) -> str:
