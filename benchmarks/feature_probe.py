@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from yofo.data.clips import MEAN_RGB, pad_to
+from yofo.data.clips import mean_colour, pad_to
 from yofo.data.records import VOID, Expression, Video, get_field, read_frame, read_json, read_mask
 from yofo.data.synthetic import COLORS, SHAPES, SIZE_WORDS
 from yofo.data.ytvos import load_ytvos
@@ -49,7 +49,6 @@ from yofo.engine.checkpoint import load_model
 from yofo.errors import DatasetError, YofoError
 from yofo.files import atomic_write
 from yofo.metrics import db_eval_iou
-from yofo.model.image_encoder import normalize
 from yofo.predictor import fit_size
 
 ATTRIBUTES = ("color", "shape", "size")
@@ -58,21 +57,21 @@ SIZE_OF_WORD = {word: size for size, words in SIZE_WORDS.items() for word in wor
 WORDS = {"size": set(SIZE_OF_WORD), "colour": set(COLORS), "shape": set(SHAPES)}
 
 
-def load_frame(video: Video, t: int, box: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def load_frame(video: Video, t: int, box: Sequence[int], mean: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame ``t`` as the model sees it and its ids: ``(3, Hp, Wp)`` in [0, 1] and ``(Hp, Wp)`` uint8.
 
     Fitted inside ``box`` keeping the aspect ratio and padded to multiples of 32 as at inference; the padding
-    has the mean colour and void ids.
+    has the encoder's ``mean`` colour and void ids.
     """
     frame = read_frame(video.frame_paths[t], box)
     _, padded = fit_size(*frame.shape[:2], box)
     ids = torch.tensor(pad_to(read_mask(video.mask_paths[t], box), padded, VOID))
-    return torch.tensor(pad_to(frame, padded, MEAN_RGB)).permute(2, 0, 1).float() / 255, ids
+    return torch.tensor(pad_to(frame, padded, mean_colour(mean))).permute(2, 0, 1).float() / 255, ids
 
 
 def feature_maps(model, image: torch.Tensor) -> dict[str, torch.Tensor]:
     """The per-frame maps of ``model`` for ``image (1, 3, H, W)`` in [0, 1]: name -> ``(1, C, h, w)``."""
-    layers = model.image_encoder(normalize(image))
+    layers = model.image_encoder(model.normalize(image))
     maps = {f"layer{i + 1}": layer for i, layer in enumerate(layers)}
     if model.meta_transfer is not None:
         maps["Φ (solver input)"] = model.meta_transfer.features(layers[2])
@@ -108,7 +107,7 @@ def collect(model, root: Path, split: str, videos: int, every: int) -> tuple[dic
         for t in range(0, len(video.frame_paths), every):
             if video.mask_paths[t] is None:
                 continue
-            frame, ids = load_frame(video, t, box)
+            frame, ids = load_frame(video, t, box, model.image_encoder.mean)
             with torch.inference_mode():
                 maps = feature_maps(model, frame[None])
                 for obj_id, attributes in objects.items():
@@ -250,10 +249,10 @@ def grounding(model, root: Path, videos: int) -> dict[str, dict[str, list[float]
     stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for video in load_ytvos(root, "valid")[:videos]:
         expressions = [e for e in video.expressions if e.obj_id is not None]
-        loaded = [load_frame(video, t, box) for t in range(len(video.frame_paths)) if video.mask_paths[t]]
+        loaded = [load_frame(video, t, box, model.image_encoder.mean) for t in range(len(video.frame_paths)) if video.mask_paths[t]]
         frames, ids = torch.stack([f for f, _ in loaded]), torch.stack([i for _, i in loaded])  # (T, 3, H, W), (T, H, W)
         with torch.inference_mode():
-            clips = normalize(frames)[None].expand(len(expressions), *frames.shape)
+            clips = model.normalize(frames)[None].expand(len(expressions), *frames.shape)
             logits, readout = model(clips, [e.text for e in expressions], label_logits=True)
         void = (ids == VOID).numpy()
         for k, expression in enumerate(expressions):

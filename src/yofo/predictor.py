@@ -29,7 +29,6 @@ from torch import Tensor
 from yofo.data.records import fit_within
 from yofo.engine.distributed import resolve_device
 from yofo.errors import InputError
-from yofo.model.image_encoder import normalize
 from yofo.model.yofo import YOFO, StreamState
 from yofo.video_io import VideoSource, open_video
 
@@ -198,8 +197,8 @@ class VideoSegmenter:
         image = torch.tensor(frame, device=self.device).permute(2, 0, 1)[None].float().div_(255)
         if image.shape[-2:] != resized:
             image = F.interpolate(image, size=resized, mode="bilinear", align_corners=False, antialias=True)
-        # Pad after normalising: zeros are the ImageNet mean colour, the most neutral filler for the encoder.
-        image = normalize(image)
+        # Pad after normalising: zeros are the encoder's mean colour, the most neutral filler for it.
+        image = self.model.normalize(image)
         image = F.pad(image, (0, padded[1] - resized[1], 0, padded[0] - resized[0]))
         return image.contiguous(memory_format=self.memory_format)
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 import yofo
@@ -86,3 +87,35 @@ def test_equal_weights_give_equal_bytes_across_processes(tmp_path):
         subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=300)
     assert paths[0].read_bytes() == paths[1].read_bytes()
     assert read_metadata(paths[0])["a"] == "y"
+
+
+LITE_SMALL = ["model.input_size=[64,96]", "model.text_encoder.store_weights=false"]
+
+
+def test_lite_checkpoint_keeps_the_encoders_normalisation(tmp_path):
+    """A Lite model normalises as its ImageNet weights expect, after yofo.load too: same logits on raw frames."""
+    torch.manual_seed(0)
+    model = build_model(load_config("lite", LITE_SMALL).model).eval()
+    assert model.image_encoder.mean == pytest.approx((127 / 255,) * 3)
+    assert model.image_encoder.std == pytest.approx((128 / 255,) * 3)
+    path = tmp_path / "lite.safetensors"
+    save_model(model, path)
+    loaded = yofo.load(path)
+    assert list(loaded.cfg.image_encoder.mean) == pytest.approx([127 / 255] * 3)
+    assert loaded.image_encoder.mean == pytest.approx(model.image_encoder.mean)
+    frames = torch.rand(1, 2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(loaded(loaded.normalize(frames), ["the camel"]), model(model.normalize(frames), ["the camel"]))
+
+
+def test_normalisation_travels_and_old_checkpoints_are_imagenet():
+    from yofo.config import model_config_from_dict
+    from yofo.model.image_encoder import IMAGENET_MEAN, IMAGENET_STD
+
+    old = OmegaConf.to_container(load_config("tiny").model)
+    del old["image_encoder"]["mean"], old["image_encoder"]["std"]  # written before encoders owned it
+    cfg = model_config_from_dict(old)
+    assert (tuple(cfg.image_encoder.mean), tuple(cfg.image_encoder.std)) == (IMAGENET_MEAN, IMAGENET_STD)
+    custom = load_config("tiny", ["model.image_encoder.mean=[0.5,0.5,0.5]", "model.image_encoder.std=[0.25,0.25,0.25]"])
+    model = build_model(custom.model)
+    assert model.normalize(torch.full((3, 1, 1), 0.75)).flatten().tolist() == [1.0, 1.0, 1.0]

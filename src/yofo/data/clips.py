@@ -31,7 +31,7 @@ batch itself shows that the sentence decides the mask; batches should then hold 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,10 +42,13 @@ from yofo.data.augment import augment_clip
 from yofo.data.load import as_spec, load_dataset
 from yofo.data.records import VOID, ImageRef, Video, fit_within, read_frame, read_mask, resize_labels
 from yofo.errors import DatasetError
-from yofo.model.image_encoder import IMAGENET_MEAN
 
 _REDRAWS = 5  # redraws of a video clip whose frames all miss the target
-MEAN_RGB = np.round(np.array(IMAGENET_MEAN) * 255).astype(np.uint8)  # uint8 padding colour, 0 once normalised
+
+
+def mean_colour(mean: Sequence[float]) -> np.ndarray:
+    """The uint8 RGB colour of an encoder's normalisation mean: the padding colour, 0 once normalised."""
+    return np.round(np.asarray(mean, dtype=np.float64) * 255).astype(np.uint8)
 
 
 def pad_to(array: np.ndarray, size: tuple[int, int], fill: int | np.ndarray) -> np.ndarray:
@@ -98,6 +101,7 @@ class ClipDataset(Dataset):
         self.seed = int(seed)
         self.length = int(length)
         self.size = (int(cfg.model.input_size[0]), int(cfg.model.input_size[1]))
+        self.pad_colour = mean_colour(cfg.model.image_encoder.mean)
         self.num_frames = int(data.num_frames)
         self.max_gap = int(data.max_gap)
         self.pair_expressions = bool(data.pair_expressions)
@@ -168,7 +172,7 @@ class ClipDataset(Dataset):
 
     def _frame(self, path: Any) -> np.ndarray:
         return self._cache.get(
-            ("frame", path), lambda: pad_to(read_frame(path, self.size), self.size, MEAN_RGB)
+            ("frame", path), lambda: pad_to(read_frame(path, self.size), self.size, self.pad_colour)
         )
 
     def _mask(self, path: Any) -> np.ndarray:

@@ -47,7 +47,6 @@ from yofo.engine.distributed import Distributed, init_distributed
 from yofo.errors import CheckpointError, ConfigError, TrainingError
 from yofo.files import atomic_write
 from yofo.losses import label_loss, segmentation_loss
-from yofo.model.image_encoder import normalize
 from yofo.model.yofo import YOFO, build_model
 
 MODEL_FILE = "model.safetensors"
@@ -56,18 +55,16 @@ METRICS_FILE = "metrics.csv"
 METRICS = ("step", "epoch", "stage", "loss", "lr", "clips_per_s", "elapsed")
 _STEP_FOLDER = re.compile(r"step_(\d+)")
 
-# Parameter name prefix -> group of GroupLrConfig, first match wins. None: never trained (LWL keeps conv1
-# and layer1 frozen in both stages, brief §2.7).
+# Parameter name prefix -> group of GroupLrConfig, first match wins. None: never trained. The image
+# encoder's stem (ResNet: conv1, bn1, layer1; Lite: the stages up to s4) is never trained either (LWL keeps
+# conv1 and layer1 frozen in both stages, brief §2.7), unless train.freeze_stem is false.
 _GROUPS: tuple[tuple[str, str | None], ...] = (
     ("meta_transfer.reg", "reg"),
     ("meta_transfer.phi.", "phi"),
     ("feature_mining.", "feature_mining"),
     ("text_encoder.proj.", "text_proj"),
     ("decoder.", "decoder"),
-    ("image_encoder.layer2.", "image_encoder"),
-    ("image_encoder.layer3.", "image_encoder"),
-    ("image_encoder.layer4.", "image_encoder"),
-    ("image_encoder.", None),
+    ("image_encoder.", "image_encoder"),
     ("text_encoder.bert.", "text_encoder"),
 )
 _ENCODER_GROUPS = ("image_encoder", "text_encoder")
@@ -110,7 +107,8 @@ def parameter_groups(
     Args:
         model: the network.
         stage: ``train.stage1`` or ``train.stage2`` (:class:`yofo.config.StageConfig`).
-        freeze_stem: keep conv1, bn1 and layer1 of the image encoder frozen even when encoders train.
+        freeze_stem: keep the image encoder's stem (``model.image_encoder.stem``: ResNet conv1, bn1, layer1)
+            frozen even when encoders train.
         deep_supervision: train ``feature_mining.label_readout`` (``train.aux_weight > 0``); otherwise it has
             no gradient and stays frozen.
 
@@ -119,10 +117,11 @@ def parameter_groups(
     """
     store_text = model.cfg.text_encoder.store_weights
     members: dict[str, list[torch.nn.Parameter]] = {name: [] for name in GroupLrConfig.__dataclass_fields__}
+    stem = tuple(f"image_encoder.{prefix}" for prefix in model.image_encoder.stem)
     for name, param in model.named_parameters():
         group = next((g for prefix, g in _GROUPS if name.startswith(prefix)), "")
-        if group is None and not freeze_stem:
-            group = "image_encoder"
+        if name.startswith(stem) and freeze_stem:
+            group = None
         if group == "":
             raise RuntimeError(f"parameter '{name}' belongs to no parameter group; add it to _GROUPS")
         # The transformer is trained only if checkpoints hold it: otherwise its training would be lost.
@@ -398,7 +397,7 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
 
             # One memory layout whatever the loader returns (collating in workers makes it contiguous, in the
             # main process it keeps the clips' strides): convolution results depend on it in the last bits.
-            frames = normalize(batch["frames"].to(device, non_blocking=True).contiguous())
+            frames = model.normalize(batch["frames"].to(device, non_blocking=True).contiguous())
             masks, valid = batch["masks"].to(device), batch["valid"].to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 outputs = net(frames, list(batch["text"]), label_logits=deep_supervision)

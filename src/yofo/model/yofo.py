@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from yofo.errors import InputError
 from yofo.model.decoder import Decoder
 from yofo.model.feature_mining import FeatureMining
-from yofo.model.image_encoder import ResNet, ResNetFeatures
+from yofo.model.image_encoder import ResNetFeatures, build_image_encoder, normalize
 from yofo.model.meta_transfer import MetaTransfer, apply_filter
 from yofo.model.text_encoder import TextEncoder
 
@@ -59,10 +59,9 @@ class YOFO(nn.Module):
     def __init__(self, cfg: DictConfig, load_pretrained: bool = True):
         super().__init__()
         self.cfg = cfg
-        enc, fm, mt = cfg.image_encoder, cfg.fm, cfg.meta_transfer
-        self.image_encoder = ResNet(enc.arch, enc.width, enc.output_stride)
-        if load_pretrained and enc.weights:
-            self.image_encoder.load_pretrained(enc.weights)
+        fm, mt = cfg.fm, cfg.meta_transfer
+        enc = cfg.image_encoder if load_pretrained else OmegaConf.merge(cfg.image_encoder, {"weights": None})
+        self.image_encoder = build_image_encoder(enc)
         c1, c2, c3, c4 = self.image_encoder.channels
         txt = cfg.text_encoder
         self.text_encoder = TextEncoder(txt.name, fm.dim, txt.max_tokens, txt.pooling)
@@ -80,6 +79,10 @@ class YOFO(nn.Module):
             if isinstance(module, nn.BatchNorm2d):
                 module.eval()
         return self
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """Normalise RGB images in [0, 1] as the image encoder's weights expect: ``(..., 3, H, W)`` -> same."""
+        return normalize(images, self.image_encoder.mean, self.image_encoder.std)
 
     # ----------------------------------------------------------------------------------------- text
     def encode_text(self, texts: Sequence[str]) -> Tensor:
