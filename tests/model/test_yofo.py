@@ -76,17 +76,23 @@ def test_streaming_equals_clip_forward_in_eval_mode(tiny):
     assert len(state.memory) == 3 and state.frames_seen == 5
 
 
-def test_k_expressions_share_one_pass_and_match_separate_runs(tiny):
+def _k_together_and_apart(model):
+    """Stream TEXTS together and each alone over one clip; assert they agree; return the joint state."""
     clip = _clip(batch=1, frames=4)[0]
     with torch.no_grad():
-        text = tiny.encode_text(TEXTS)
-        state = tiny.start(text)
-        joint = torch.stack([tiny.step(frame, state) for frame in clip], dim=1)
+        text = model.encode_text(TEXTS)
+        state = model.start(text)
+        joint = torch.stack([model.step(frame, state) for frame in clip], dim=1)
         for k in range(2):
-            single = tiny.start(text[k : k + 1])
-            alone = torch.stack([tiny.step(frame, single) for frame in clip], dim=1)
+            single = model.start(text[k : k + 1])
+            alone = torch.stack([model.step(frame, single) for frame in clip], dim=1)
             # different but equivalent conv paths (dense vs grouped): float32 rounding through 20 solver steps
             torch.testing.assert_close(joint[k : k + 1], alone, rtol=1e-2, atol=5e-3)
+    return state
+
+
+def test_k_expressions_share_one_pass_and_match_separate_runs(tiny):
+    state = _k_together_and_apart(tiny)
     assert state.memory[0][0].shape[0] == 1  # Φ stored once for both expressions
 
 
@@ -166,16 +172,7 @@ def test_state_size_is_constant_over_a_long_stream(moving):
 
 
 def test_k_sentences_together_equal_k_separate_runs(moving):
-    clip = _clip(batch=1, frames=4)[0]
-    with torch.no_grad():
-        text = moving.encode_text(TEXTS)
-        state = moving.start(text)
-        joint = torch.stack([moving.step(frame, state) for frame in clip], dim=1)
-        for k in range(2):
-            single = moving.start(text[k : k + 1])
-            alone = torch.stack([moving.step(frame, single) for frame in clip], dim=1)
-            # as tests/model/test_yofo.py: equivalent conv paths, float32 rounding through the solver
-            torch.testing.assert_close(joint[k : k + 1], alone, rtol=1e-2, atol=5e-3)
+    state = _k_together_and_apart(moving)
     assert state.motion[-1].shape[0] == 1  # the motion map's input is computed once per frame
 
 
