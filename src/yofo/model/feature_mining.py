@@ -100,10 +100,13 @@ class FeatureMining(nn.Module):
     def image_part(self, features: Sequence[Tensor], history: deque | None = None) -> dict[str, object]:
         """Per-frame work on ``(layer2, layer3, layer4)``, each ``(N, C_i, H_i, W_i)``; shared by all expressions.
 
-        ``history``: with motion, the stream's ring buffer of past projections (updated in place).
+        ``history``: with motion, the stream's ring buffer of past projections (updated in place); None treats
+        the frame as a video's first (no motion seen), as for single images.
         """
         part: dict[str, object] = {}
-        motion = self.motion(features[0], history) if self.motion is not None else None
+        motion = None
+        if self.motion is not None:
+            motion = self.motion(features[0], deque(maxlen=self.motion.window) if history is None else history)
         for i in self.scales:
             key = str(i)
             if key in self.fuse:
