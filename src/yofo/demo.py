@@ -289,7 +289,8 @@ def _grounding_lines(grounding: dict[str, Any] | None) -> list[str]:
         f"{grounding['margin']} lower)? This is what a user sees segmenting object A's sentence, then B's.",
         "",
         f"**{grounding['grounded']} of {grounding['sentences']} sentences ({100 * grounding['share']:.0f} %) are "
-        f"grounded**; {grounding['on_other']} land on another object instead (J ≥ {grounding['min_j']} there).",
+        f"grounded**; {grounding['on_other']} land on another object instead (J ≥ {grounding['min_j']} there, and "
+        "higher than on their own).",
         "",
         "| expressions | grounded | share |",
         "|---|---|---|",

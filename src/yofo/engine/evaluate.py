@@ -197,7 +197,8 @@ def grounding_check(scores: Sequence[ObjectScore]) -> dict[str, Any] | None:
 
     Returns:
         ``None`` when no video has two objects, else ``{"sentences": n, "grounded": m, "share": m / n,
-        "on_other": sentences whose mask lands on another object instead (J ≥ 0.5 there), "per_kind":
+        "on_other": sentences whose mask lands on another object instead (J ≥ 0.5 there, and higher than on
+        their own), "per_kind":
         {kind: {"sentences", "grounded", "share"}}, "min_j", "margin"}``.
     """
     rows = []
@@ -206,7 +207,7 @@ def grounding_check(scores: Sequence[ObjectScore]) -> dict[str, Any] | None:
             continue
         own = float(np.mean(s.J)) if len(s.J) else 0.0
         other = max(float(np.mean(j)) if len(j) else 0.0 for j in s.J_others.values())
-        rows.append((s.kind, own >= GROUNDED_J and other <= own - GROUNDED_MARGIN, other >= GROUNDED_J))
+        rows.append((s.kind, own >= GROUNDED_J and other <= own - GROUNDED_MARGIN, other >= GROUNDED_J and other > own))
     if not rows:
         return None
 
