@@ -4,12 +4,13 @@ Per frame (shared by every expression of a video): the ResNet, Φ(layer3), and t
 feature mining and of the decoder. Per expression: the text encoder (once per video), then per frame the
 rest of feature mining (Y, W), the memory and solver, and the rest of the decoder (DESIGN §1).
 
-With motion-aware feature mining (ours, ``model.fm.motion.window``) the state also holds a ring buffer of the
-last W frames' motion projections, shared by every expression. The memory is a FIFO of the last N (Φ, Y, W)
-including the current frame. θ starts at zero on a clip's first
+The memory is a FIFO of the last N (Φ, Y, W) including the current frame. θ starts at zero on a clip's first
 frame with ``*_iters`` iterations and is warm-started afterwards with ``*_update_iters`` (brief §2.4, §7.4-5);
 training uses the ``train_*`` counts, eval mode the ``test_*`` counts. The clip forward and the streaming
 ``start``/``step`` API run the same code, so they agree exactly in eval mode.
+
+With motion-aware feature mining (ours, ``model.fm.motion.window``) the state also holds a ring buffer of the
+last W frames' motion projections (:mod:`yofo.model.motion`), per frame and shared by every expression.
 """
 
 from __future__ import annotations
