@@ -66,13 +66,19 @@ def test_same_seed_same_output(random_model):
     assert not torch.equal(a, c)
 
 
-def test_streaming_equals_clip_forward_in_eval_mode(tiny):
-    clip = _clip(batch=1, frames=5)
+def _streaming_equals_clip(model, frames):
+    """Assert that streaming ``frames`` frames one by one gives exactly the clip forward; return the state."""
+    clip = _clip(batch=1, frames=frames)
     with torch.no_grad():
-        offline = tiny(clip, TEXTS[:1])
-        state = tiny.start(TEXTS[:1])
-        online = torch.stack([tiny.step(clip[0, t], state) for t in range(5)], dim=1)
+        offline = model.eval()(clip, TEXTS[:1])
+        state = model.start(TEXTS[:1])
+        online = torch.stack([model.step(clip[0, t], state) for t in range(frames)], dim=1)
     assert torch.equal(online, offline)
+    return state
+
+
+def test_streaming_equals_clip_forward_in_eval_mode(tiny):
+    state = _streaming_equals_clip(tiny, 5)
     assert len(state.memory) == 3 and state.frames_seen == 5
 
 
@@ -131,12 +137,8 @@ def moving(random_model):
 
 
 def test_streaming_equals_clip_forward_exactly(moving):
-    clip = _clip(batch=1, frames=6)
-    with torch.no_grad():
-        offline = moving(clip, TEXTS[:1])
-        state = moving.start(TEXTS[:1])
-        online = torch.stack([moving.step(clip[0, t], state) for t in range(6)], dim=1)
-    assert torch.equal(online, offline)
+    state = _streaming_equals_clip(moving, 6)
+    assert len(state.motion) == 4
 
 
 def test_motion_changes_the_output_and_depends_on_past_frames(moving):
@@ -185,12 +187,7 @@ def test_every_table3_variant_runs_forward_and_backward_with_motion(name, random
     grads = dict(model.named_parameters())
     motion = [n for n in grads if n.startswith("feature_mining.motion.") or n.endswith("mm_motion.weight")]
     assert motion and all(grads[n].grad is not None and grads[n].grad.abs().sum() > 0 for n in motion)
-    with torch.no_grad():  # and in eval mode (ACM's cheaper order), streaming still equals the clip
-        model.eval()
-        clip = _clip(batch=1, frames=3)
-        state = model.start(TEXTS[:1])
-        online = torch.stack([model.step(clip[0, t], state) for t in range(3)], dim=1)
-        assert torch.equal(online, model(clip, TEXTS[:1]))
+    _streaming_equals_clip(model, 3)  # and in eval mode (ACM's cheaper order), streaming still equals the clip
 
 
 def test_off_in_paper_and_by_default_and_the_paper_model_is_unchanged():
