@@ -58,6 +58,15 @@ class TextEncoderConfig:
 
 
 @dataclass
+class MotionConfig:
+    """Motion-aware feature mining (ours, not in the paper; yofo.model.motion). Train on clips of at least
+    ``window`` consecutive frames (data.num_frames >= window, data.max_gap = data.num_frames - 1)."""
+
+    window: int = 0  # W frames (current included) the motion map sees; 0 = off (paper); >= 2 on
+    channels: int = 16  # per-frame projection of layer2 kept in the ring buffer
+
+
+@dataclass
 class FeatureMiningConfig:
     mode: str = "multiscale"  # multiscale (Fig. 3b) | baseline (Fig. 3a) | single_scale (FM-SS)
     fusion: str = "aca"  # aca (EFN asymmetric co-attention, brief §3) | concat (FM-Cat)
@@ -65,6 +74,7 @@ class FeatureMiningConfig:
     key_dim: int = 128  # ACM key/value width
     pool_sizes: list[int] = field(default_factory=lambda: [1, 3, 6, 8])  # PSP anchors: 110
     strides: list[int] = field(default_factory=lambda: [2, 2, 1])  # B̂1..B̂3 (brief §7.2)
+    motion: MotionConfig = field(default_factory=MotionConfig)
 
 
 @dataclass
@@ -311,6 +321,9 @@ def validate_model_config(model: DictConfig) -> None:
     if enc.mean is not None and (len(enc.mean) != 3 or len(enc.std) != 3 or min(enc.std) <= 0):
         raise ConfigError(f"model.image_encoder.mean/std: {list(enc.mean)} / {list(enc.std)} must be three values "
                           "each, std positive")
+    if model.fm.motion.window == 1 or model.fm.motion.window < 0 or model.fm.motion.channels < 1:
+        raise ConfigError(f"model.fm.motion: window {model.fm.motion.window} must be 0 (off) or >= 2, "
+                          f"channels {model.fm.motion.channels} >= 1")
     if model.memory.size < 1:
         raise ConfigError(f"model.memory.size: {model.memory.size} must be >= 1")
     if model.meta_transfer.filter_size % 2 == 0:

@@ -11,8 +11,8 @@ Steps:
    documents; only the valid videos are written (a valid video does not depend on the number of train videos);
 2. evaluate the checkpoint on it (:func:`yofo.engine.evaluate.evaluate`): J&F overall, per expression kind and
    per cue, and the language-blind control (each video's expressions shuffled among its objects);
-3. segment a few valid videos into overlay MP4s: the model's masks on the left, the ground truth on the
-   right, one sentence per object written on both;
+3. segment a few valid videos into overlay MP4s: the frame untouched, the model's masks and the ground
+   truth side by side, one sentence per object listed in a strip below;
 4. plot the training curve from the training log shipped beside the checkpoint (``<checkpoint>.csv``);
 5. write ``report.md`` and ``metrics.json``.
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from yofo.config import load_config
@@ -51,7 +51,7 @@ from yofo.engine.train import stage_steps
 from yofo.engine.train import train as train_model
 from yofo.errors import CheckpointError, InputError
 from yofo.predictor import VideoSegmenter, label_map
-from yofo.video_io import Mp4Writer, atomic_output_dir, render_overlay
+from yofo.video_io import DAVIS_PALETTE, Mp4Writer, atomic_output_dir, render_overlay
 
 DEFAULT_CHECKPOINT = Path("checkpoints/yofo-synthetic.safetensors")
 CONFIG = "demo"
@@ -60,7 +60,7 @@ DEFAULT_SYNTH: dict[str, Any] = {"seed": 0, "size": [96, 160], "frames": 16, "tr
                                  "options": asdict(SynthOptions())}
 TARGET_JF = 0.75  # the J&F the shipped model should reach on the synthetic valid split
 CALIBRATION_STEPS = 10  # steps timed before a training run with a time budget
-OVERLAY_SCALE = 3  # the 96×160 benchmark frames are enlarged so that the sentences stay legible
+OVERLAY_SCALE = 3  # the 96×160 benchmark frames are enlarged so that the masks' edges can be seen
 OVERLAY_FPS = 4.0
 
 
@@ -125,22 +125,66 @@ def _run_training(data: Path, out: Path, minutes: float | None, progress: bool) 
 
 
 # ------------------------------------------------------------------------------------------- overlays
-def _panel(frame: np.ndarray, ids: np.ndarray, labels: list[str]) -> np.ndarray:
-    """One side of an overlay: the frame enlarged, a black band on top for the sentences, objects coloured."""
-    height, width = frame.shape[:2]
-    big = np.asarray(Image.fromarray(frame).resize((width * OVERLAY_SCALE, height * OVERLAY_SCALE), Image.BILINEAR))
-    big_ids = ids.repeat(OVERLAY_SCALE, axis=0).repeat(OVERLAY_SCALE, axis=1)
-    band = 18 * len(labels) + 8  # room for render_overlay's legend (one ~16 px line per sentence)
-    big = np.pad(big, ((band, 0), (0, 0), (0, 0)))
-    big_ids = np.pad(big_ids, ((band, 0), (0, 0)))
-    return render_overlay(big, big_ids, labels)
+def _enlarge(image: np.ndarray, resample: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    size = (width * OVERLAY_SCALE, height * OVERLAY_SCALE)
+    return np.asarray(Image.fromarray(image).resize(size, resample))
+
+
+def legend_strip(labels: list[str], width: int, panel_height: int) -> np.ndarray:
+    """A black strip listing the sentences, one line each: the k-th palette colour's swatch, ``k.`` and the text.
+
+    The font follows the video's height (1/16 of a panel, at least 12 px), the lines fill up to two
+    columns, so four sentences take two lines and the strip stays a strip (about a fifth of a panel);
+    sentences wider than their column are ellipsised.
+
+    Returns:
+        uint8 RGB ``(h, width, 3)``.
+    """
+    font_size = max(12, panel_height // 16)
+    font = ImageFont.load_default(size=font_size)
+    margin, columns = font_size // 2, 2 if len(labels) > 1 else 1
+    rows = -(-len(labels) // columns)
+    column_width = width // columns
+    image = Image.new("RGB", (width, rows * (font_size + margin) + margin))
+    draw = ImageDraw.Draw(image)
+    for k, label in enumerate(labels):
+        left, top = (k // rows) * column_width + margin, margin + (k % rows) * (font_size + margin)
+        text, room = f"{k + 1}. {label}", column_width - 3 * margin - font_size
+        while text and draw.textlength(text, font=font) > room:
+            text = text[:-2] + "…" if len(text) > 1 else ""
+        draw.rectangle((left, top, left + font_size, top + font_size), fill=tuple(int(c) for c in DAVIS_PALETTE[k + 1]))
+        draw.text((left + font_size + margin, top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(image)
+
+
+def overlay_frame(frame: np.ndarray, predicted: np.ndarray, truth: np.ndarray, labels: list[str]) -> np.ndarray:
+    """One overlay frame: the frame untouched | yofo's masks | the ground truth, then the legend strip below.
+
+    The first panel shows the objects' own colours (what "the red shape" refers to); the other two tint
+    object k in the k-th palette colour, the colour of sentence k in the legend. Everything is enlarged
+    :data:`OVERLAY_SCALE` × (nearest-neighbour for the masks, so their edges stay where the model put them).
+
+    Args:
+        frame: uint8 RGB ``(H, W, 3)``.
+        predicted, truth: ids ``(H, W)``, 0 background, k = sentence k.
+        labels: the sentences.
+
+    Returns:
+        uint8 RGB ``(S·H + h, 3·S·W, 3)`` with S = :data:`OVERLAY_SCALE` and h the legend strip's height.
+    """
+    big = _enlarge(frame, Image.BILINEAR)
+    panels = [big] + [render_overlay(big, _enlarge(ids.astype(np.uint8), Image.NEAREST), []) for ids in (predicted, truth)]
+    row = np.concatenate(panels, axis=1)
+    return np.concatenate([row, legend_strip(labels, row.shape[1], big.shape[0])], axis=0)
 
 
 def write_overlay(segmenter: VideoSegmenter, video: Video, path: Path) -> list[str]:
     """Segment one sentence per object of ``video`` (its first expression) and write a side-by-side MP4.
 
-    Left: the model's masks merged per pixel (highest logit above the threshold wins); right: the ground
-    truth with the same colours. Returns the sentences, object k's colour being the k-th palette colour.
+    Each frame is :func:`overlay_frame`: the frame untouched, the model's masks merged per pixel (highest
+    logit above the threshold wins), the ground truth in the same colours, and the sentences below.
+    Returns the sentences, sentence k's colour being the k-th palette colour.
     """
     first: dict[int, Expression] = {}
     for e in video.expressions:
@@ -156,7 +200,7 @@ def write_overlay(segmenter: VideoSegmenter, video: Video, path: Path) -> list[s
             frame = read_frame(frame_path)
             predicted = label_map(segmenter.step_logits(frame), segmenter.threshold)
             truth = colour[read_mask(mask_path)] if mask_path is not None else np.zeros_like(predicted)
-            writer.write(np.concatenate([_panel(frame, predicted, texts), _panel(frame, truth, texts)], axis=1))
+            writer.write(overlay_frame(frame, predicted, truth, texts))
     return texts
 
 
@@ -231,6 +275,31 @@ def _motion_blind_lines(blind: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _grounding_lines(grounding: dict[str, Any] | None) -> list[str]:
+    """The report's grounding check (:func:`yofo.engine.evaluate.grounding_check`)."""
+    if not grounding:
+        return []
+    rows = [f"| {kind} | {g['grounded']} / {g['sentences']} | {100 * g['share']:.0f} % |"
+            for kind, g in grounding["per_kind"].items()]
+    return [
+        "## Grounding check",
+        "",
+        "On videos with two or more objects: does each sentence's mask land on its own object (mean J ≥ "
+        f"{grounding['min_j']}) and not on another (mean J on every other object of the video at least "
+        f"{grounding['margin']} lower)? This is what a user sees segmenting object A's sentence, then B's.",
+        "",
+        f"**{grounding['grounded']} of {grounding['sentences']} sentences ({100 * grounding['share']:.0f} %) are "
+        f"grounded**; {grounding['on_other']} land on another object instead (J ≥ {grounding['min_j']} there, and "
+        "higher than on their own).",
+        "",
+        "| expressions | grounded | share |",
+        "|---|---|---|",
+        f"| all | {grounding['grounded']} / {grounding['sentences']} | {100 * grounding['share']:.0f} % |",
+        *rows,
+        "",
+    ]
+
+
 def write_report(path: Path, summary: dict[str, Any]) -> None:
     """``report.md``: results overall, per cue, per kind and for the control; overlays; curve; timing."""
     ev, data, control = summary["evaluation"], summary["data"], summary["evaluation"]["control"]
@@ -258,6 +327,7 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
         *header,
         *(_row(kind, value) for kind, value in ev["per_kind"].items()),
         "",
+        *_grounding_lines(ev.get("grounding")),
         *_motion_blind_lines(ev.get("motion_blind")),
         "## Language-blind control",
         "",
@@ -275,7 +345,8 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
         "",
         "## Overlays",
         "",
-        "Left: yofo's masks (one colour per sentence); right: the ground truth in the same colours.",
+        "Left: the frame untouched; middle: yofo's masks (one colour per sentence); right: the ground truth in the "
+        "same colours; below: the sentences with their colours.",
         "",
         *(f"- [`{o['file']}`]({o['file']}): " + "; ".join(f"{k}. “{t}”" for k, t in enumerate(o["sentences"], 1))
           for o in summary["overlays"]),

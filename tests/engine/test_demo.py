@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -62,7 +63,9 @@ def test_demo_end_to_end(shipped, tmp_path, capsys):
 
     overlay = open_video(out / summary["overlays"][0]["file"])
     frames = list(overlay)
-    assert len(frames) == 6 and frames[0].shape[1] == 2 * 64 * demo.OVERLAY_SCALE  # prediction | ground truth
+    panel = 64 * demo.OVERLAY_SCALE
+    assert len(frames) == 6 and frames[0].shape[1] == 3 * panel  # frame | prediction | ground truth
+    assert panel < frames[0].shape[0] <= 1.25 * panel  # the legend is a strip below the panels
     with Image.open(out / "training_curve.png") as image:
         assert image.size[0] > 300
     assert summary["training_curve"]["steps"] == 40 and summary["training_curve"]["minutes"] == 2.0
@@ -73,6 +76,11 @@ def test_demo_end_to_end(shipped, tmp_path, capsys):
         assert text in report
     # the paragraph on what a model that cannot see motion could reach (the micro benchmark has such sentences)
     assert "## Motion" in report and f"{ev['motion_blind']['chance']:.3f}" in report
+    # the grounding check: every micro video has >= 2 objects, so every sentence is checked
+    grounding = ev["grounding"]
+    assert grounding["sentences"] == ev["objects"] and 0 <= grounding["grounded"] <= grounding["sentences"]
+    assert "## Grounding check" in report
+    assert f"**{grounding['grounded']} of {grounding['sentences']} sentences" in report
     assert (out / "eval" / "per_object.csv").is_file() and any((out / "eval" / "predictions").rglob("*.png"))
 
 
@@ -114,3 +122,32 @@ def test_demo_trains_within_a_budget(tmp_path, monkeypatch):
         assert int(list(csv.DictReader(handle))[-1]["step"]) == training["steps"]
     assert summary["checkpoint"] == "train/model.safetensors" and summary["training_curve"]["file"]
     assert "Trained here from scratch" in (tmp_path / "demo" / "report.md").read_text()
+
+
+def test_overlay_layout():
+    """Frame untouched | prediction | ground truth, one legend line per sentence in a strip below them."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (96, 160, 3), dtype=np.uint8)
+    ids = np.zeros((96, 160), np.uint8)
+    ids[20:50, 30:70] = 1
+    texts = ["the big red circle", "the shape moving left", "the small thing that bounces from side to side",
+             "the leftmost green square that does not move at the bottom of the frame, far away from the rest"]
+    out = demo.overlay_frame(frame, ids, ids, texts)
+    scale = demo.OVERLAY_SCALE
+    height, width = 96 * scale, 160 * scale
+    assert out.shape[1] == 3 * width and height < out.shape[0] <= 1.25 * height
+    enlarged = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+    assert np.array_equal(out[:height, :width], enlarged)  # the frame's own colours, untouched
+    masked = out[:height, width : 2 * width]
+    assert not np.array_equal(masked[20 * scale + 5, 30 * scale + 5], enlarged[20 * scale + 5, 30 * scale + 5])
+    assert np.array_equal(masked[80 * scale, 150 * scale], enlarged[80 * scale, 150 * scale])  # background as is
+    assert np.array_equal(out[:height, 2 * width :], masked)  # same ids: ground truth drawn the same way
+    strip = out[height:]
+    assert strip.any()  # the sentences are written
+    # one line per sentence in two columns: the swatch of sentence k has palette colour k
+    from yofo.video_io import DAVIS_PALETTE
+    for k in range(1, 5):
+        assert (strip == DAVIS_PALETTE[k]).all(axis=-1).sum() > 50
+    # a single sentence on a small video: still a readable font (>= 12 px) in a thin strip
+    small = demo.overlay_frame(frame[:32, :32], ids[:32, :32], ids[:32, :32], texts[:1])
+    assert 32 * scale + 12 <= small.shape[0] <= 32 * scale + 30

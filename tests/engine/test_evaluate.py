@@ -23,6 +23,7 @@ from yofo.engine.checkpoint import save_model
 from yofo.engine.evaluate import (
     ObjectScore,
     davis_object_scores,
+    grounding_check,
     motion_blind_reference,
     shuffle_objects,
     zip_submission,
@@ -70,9 +71,12 @@ def test_eval_synthetic_end_to_end(checkpoint, synth_root, tmp_path, capsys):
     args = ["eval", "--checkpoint", str(checkpoint), "--data", str(synth_root), "--format", "synthetic",
             "--control", "shuffle", "--out", str(out), "--device", "cpu", "--no-progress"]
     assert main(args) == 0
-    assert "J&F" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "J&F" in printed
     result = _metrics(out)
     videos = load_ytvos(synth_root, "valid")
+    grounding = result["grounding"]  # every synthetic video has >= 2 objects: every sentence is checked
+    assert grounding["sentences"] == result["objects"] and f"{grounding['grounded']} of {grounding['sentences']}" in printed
     expressions = [(v, e) for v in videos for e in v.expressions]
 
     assert 0.0 <= result["J&F"] <= 1.0
@@ -120,6 +124,7 @@ def test_oracle_scores_one_and_shuffle_control_is_low(synth_root, tmp_path):
     assert result["control"]["J&F"] < 0.3  # distinct objects barely overlap
     assert result["control"]["videos_not_shuffled"] == 0
     assert result["motion_blind"]["J&F"] == 1.0 and result["motion_blind"]["bound"] < 1.0
+    assert result["grounding"]["share"] == 1.0 and result["grounding"]["on_other"] == 0  # perfect masks: all grounded
     assert not (tmp_path / "out" / "predictions").exists()  # nothing to write when predictions are given
 
 
@@ -137,6 +142,23 @@ def test_motion_blind_reference_guesses_among_the_candidates():
     assert blind["chance"] == pytest.approx((1 / 3 + 1 / 2) / 2)
     assert blind["bound"] == pytest.approx((1 / 3 + 1 / 2 + 3) / 5)
     assert motion_blind_reference([s for s in scores if "motion" not in s.kind]) is None
+
+
+def test_grounding_check_needs_own_object_and_a_margin_over_every_other():
+    def score(video: str, kind: str, own: float, others: dict[int, float]) -> ObjectScore:
+        j_others = {o: np.array([j, j]) for o, j in others.items()}
+        return ObjectScore(f"{video}_1", video, 1, np.array([own, own]), np.array([own, own]), kind=kind,
+                           J_others=j_others)
+
+    scores = [score("a", "motion", 0.9, {2: 0.1, 3: 0.59}),  # grounded (0.9 - 0.59 >= 0.3)
+              score("a", "motion", 0.9, {2: 0.1, 3: 0.65}),  # not: too close to object 3
+              score("b", "appearance", 0.45, {2: 0.0}),  # not: below 0.5 on its own object
+              score("b", "appearance", 0.2, {2: 0.8}),  # on another object
+              score("c", "position", 1.0, {})]  # a single-object video: not checked
+    g = grounding_check(scores)
+    assert (g["sentences"], g["grounded"], g["on_other"]) == (4, 1, 1)
+    assert g["share"] == 0.25 and g["per_kind"]["motion"] == {"sentences": 2, "grounded": 1, "share": 0.5}
+    assert grounding_check(scores[-1:]) is None
 
 
 def test_shuffle_is_a_deterministic_derangement(synth_root):

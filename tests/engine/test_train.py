@@ -128,3 +128,18 @@ def test_deep_supervision_trains_the_label_readout(micro, tmp_path, single_threa
     torch.manual_seed(cfg.train.seed)
     initial = build_model(cfg.model).feature_mining.label_readout.weight
     assert torch.equal(readouts[0.0], initial) and not torch.allclose(readouts[1.0], initial)
+
+
+def test_motion_aware_fm_trains_on_consecutive_clips_and_notes_other_clips(micro, tmp_path, capsys, single_thread):
+    base = ["train", "tiny", *micro, "train.iters_per_epoch=1", "train.stage1.epochs=2", "train.stage2.epochs=0",
+            "model.fm.motion.window=3", "--no-progress"]
+    assert main([*base, "data.num_frames=3", "data.max_gap=2", "--out", str(tmp_path / "motion")]) == 0
+    assert "model.fm.motion.window" not in capsys.readouterr().out  # consecutive 3-frame clips: no note
+    model = yofo.load(tmp_path / "motion" / "model.safetensors")
+    assert model.cfg.fm.motion.window == 3  # the switch travels in the checkpoint
+    for block in model.feature_mining.fuse.values():  # starts at zero, so any value was learnt
+        assert block.mm_motion.weight.abs().sum() > 0
+    assert main([*base, "--max-steps", "1", "--out", str(tmp_path / "gaps")]) == 0  # micro: 2 frames, gap 4
+    out = capsys.readouterr().out
+    assert "model.fm.motion.window=3 learns from clips of at least 3 consecutive frames" in out
+    assert "data.num_frames=3 data.max_gap=2" in out

@@ -1,9 +1,11 @@
-"""The assembled network: paper-size forward/backward, every Table 3 variant, streaming, bad input."""
+"""The assembled network: paper-size forward/backward, every Table 3 variant, streaming, bad input; motion-aware FM."""
 
 import pytest
 import torch
 
-from yofo.errors import InputError
+from yofo.config import load_config
+from yofo.errors import ConfigError, InputError
+from yofo.model.yofo import build_model
 
 TEXTS = ["the red circle", "the square moving left"]
 VARIANTS = {  # Table 3 of the paper, as config switches
@@ -64,27 +66,39 @@ def test_same_seed_same_output(random_model):
     assert not torch.equal(a, c)
 
 
-def test_streaming_equals_clip_forward_in_eval_mode(tiny):
-    clip = _clip(batch=1, frames=5)
+def _streaming_equals_clip(model, frames):
+    """Assert that streaming ``frames`` frames one by one gives exactly the clip forward; return the state."""
+    clip = _clip(batch=1, frames=frames)
     with torch.no_grad():
-        offline = tiny(clip, TEXTS[:1])
-        state = tiny.start(TEXTS[:1])
-        online = torch.stack([tiny.step(clip[0, t], state) for t in range(5)], dim=1)
+        offline = model.eval()(clip, TEXTS[:1])
+        state = model.start(TEXTS[:1])
+        online = torch.stack([model.step(clip[0, t], state) for t in range(frames)], dim=1)
     assert torch.equal(online, offline)
+    return state
+
+
+def test_streaming_equals_clip_forward_in_eval_mode(tiny):
+    state = _streaming_equals_clip(tiny, 5)
     assert len(state.memory) == 3 and state.frames_seen == 5
 
 
-def test_k_expressions_share_one_pass_and_match_separate_runs(tiny):
+def _k_together_and_apart(model):
+    """Stream TEXTS together and each alone over one clip; assert they agree; return the joint state."""
     clip = _clip(batch=1, frames=4)[0]
     with torch.no_grad():
-        text = tiny.encode_text(TEXTS)
-        state = tiny.start(text)
-        joint = torch.stack([tiny.step(frame, state) for frame in clip], dim=1)
+        text = model.encode_text(TEXTS)
+        state = model.start(text)
+        joint = torch.stack([model.step(frame, state) for frame in clip], dim=1)
         for k in range(2):
-            single = tiny.start(text[k : k + 1])
-            alone = torch.stack([tiny.step(frame, single) for frame in clip], dim=1)
+            single = model.start(text[k : k + 1])
+            alone = torch.stack([model.step(frame, single) for frame in clip], dim=1)
             # different but equivalent conv paths (dense vs grouped): float32 rounding through 20 solver steps
             torch.testing.assert_close(joint[k : k + 1], alone, rtol=1e-2, atol=5e-3)
+    return state
+
+
+def test_k_expressions_share_one_pass_and_match_separate_runs(tiny):
+    state = _k_together_and_apart(tiny)
     assert state.memory[0][0].shape[0] == 1  # Φ stored once for both expressions
 
 
@@ -105,14 +119,94 @@ def test_bad_inputs_raise_clear_errors(tiny):
 
 def test_lite_streams_exactly_as_its_clip_forward():
     """EfficientNet-Lite with its ImageNet weights (its "SAME" padding and ReLU6) in the whole network."""
-    from yofo.config import load_config
-    from yofo.model.yofo import build_model
-
     torch.manual_seed(0)
-    model = build_model(load_config("lite", ["model.input_size=[64,96]"]).model).eval()
+    _streaming_equals_clip(build_model(load_config("lite", ["model.input_size=[64,96]"]).model), 4)
+
+
+# ------------------------------------------------------------------ motion-aware feature mining (ours)
+MOTION = ["model.fm.motion.window=4"]
+
+
+def _with_motion(random_model, overrides=(), seed=0):
+    """A model with motion on whose motion weights are not zero (as after training; they start at zero)."""
+    model = random_model(overrides=[*MOTION, *overrides], seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for block in model.feature_mining.fuse.values():
+            block.mm_motion.weight.copy_(torch.randn(block.mm_motion.weight.shape, generator=generator) * 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def moving(random_model):
+    return _with_motion(random_model).eval()
+
+
+def test_streaming_equals_clip_forward_exactly(moving):
+    state = _streaming_equals_clip(moving, 6)
+    assert len(state.motion) == 4
+
+
+def test_motion_changes_the_output_and_depends_on_past_frames(moving):
     clip = _clip(batch=1, frames=4)
     with torch.no_grad():
-        offline = model(clip, TEXTS[:1])
-        state = model.start(TEXTS[:1])
-        online = torch.stack([model.step(clip[0, t], state) for t in range(4)], dim=1)
-    assert torch.equal(online, offline)
+        y = [moving(c, TEXTS[:1])[:, -1] for c in (clip, torch.cat([clip[:, :1].expand(-1, 3, -1, -1, -1),
+                                                                   clip[:, -1:]], dim=1))]
+        silent = [b.mm_motion.weight.clone() for b in moving.feature_mining.fuse.values()]
+        for b in moving.feature_mining.fuse.values():
+            b.mm_motion.weight.zero_()
+        plain = moving(clip, TEXTS[:1])[:, -1]
+        for b, w in zip(moving.feature_mining.fuse.values(), silent):
+            b.mm_motion.weight.copy_(w)
+    assert not torch.allclose(y[0], plain)  # motion enters the fusion
+    assert not torch.equal(y[0], y[1])  # the last frame's output depends on the frames before it
+
+
+def test_state_size_is_constant_over_a_long_stream(moving):
+    frame = _clip(batch=1, frames=1, size=(32, 64))[0, 0]
+
+    def numel(state):
+        tensors = [t for entry in state.memory for t in entry] + list(state.motion) + [state.filters]
+        return sum(t.numel() for t in tensors)
+
+    state = moving.start(TEXTS)
+    sizes = []
+    with torch.no_grad():
+        for t in range(50):
+            moving.step(frame + 0.05 * t, state)
+            sizes.append((numel(state), len(state.motion), len(state.memory)))
+    assert len(state.motion) == 4 and state.motion[0].shape[0] == 1  # ring of W, stored once for the K sentences
+    assert len(set(sizes[4:])) == 1 and sizes[-1] == sizes[4]
+
+
+def test_k_sentences_together_equal_k_separate_runs(moving):
+    state = _k_together_and_apart(moving)
+    assert state.motion[-1].shape[0] == 1  # the motion map's input is computed once per frame
+
+
+@pytest.mark.parametrize("name", [n for n in VARIANTS if n != "literal strides"])
+def test_every_table3_variant_runs_forward_and_backward_with_motion(name, random_model):
+    model = _with_motion(random_model, VARIANTS[name]).train()
+    logits = model(_clip(frames=3), TEXTS)
+    assert logits.shape == (2, 3, 1, 64, 96)
+    logits.square().mean().backward()
+    grads = dict(model.named_parameters())
+    motion = [n for n in grads if n.startswith("feature_mining.motion.") or n.endswith("mm_motion.weight")]
+    assert motion and all(grads[n].grad is not None and grads[n].grad.abs().sum() > 0 for n in motion)
+    _streaming_equals_clip(model, 3)  # and in eval mode (ACM's cheaper order), streaming still equals the clip
+
+
+def test_off_in_paper_and_by_default_and_the_paper_model_is_unchanged():
+    for name in (None, "paper", "tiny", "demo"):
+        assert load_config(name).model.fm.motion.window == 0
+    plain = build_model(load_config("tiny").model).state_dict()
+    assert not any("motion" in key for key in plain)
+    on = build_model(load_config("tiny", MOTION).model).state_dict()
+    added = set(on) - set(plain)
+    assert set(plain) <= set(on) and added and all("motion" in key for key in added)
+
+
+@pytest.mark.parametrize("window", ["1", "-2"])
+def test_bad_window_is_a_config_error(window):
+    with pytest.raises(ConfigError, match="model.fm.motion"):
+        load_config("tiny", [f"model.fm.motion.window={window}"])

@@ -93,5 +93,9 @@ def run(args: argparse.Namespace) -> int:
         blind = result["motion_blind"]
         lines.append(f"  needing motion: J&F {_fmt(blind['J&F'])} ({blind['expressions']} objects); a perfect "
                      f"motion-blind model: {_fmt(blind['chance'])} on them, {_fmt(blind['bound'])} overall")
+    if result.get("grounding"):
+        g = result["grounding"]
+        lines.append(f"  grounding: {g['grounded']} of {g['sentences']} sentences ({100 * g['share']:.0f} %) on "
+                     f"their own object (J >= {g['min_j']}) and {g['margin']} above every other one")
     print("\n".join(lines) + f"\n{timing}\nwrote {out}")
     return 0

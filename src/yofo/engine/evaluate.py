@@ -92,6 +92,8 @@ class ObjectScore:
         J, F: ``(n,)`` float64 values of the n scored frames.
         exp_id, kind, text: the expression (davis: the annotator's expression for the object, if any).
         annotator: davis only, 1 or 2.
+        J_others: ytvos, synthetic: per-frame J of the same prediction against each other object of the video
+            that has expressions, ``{obj_id: (n,)}`` (the grounding check, :func:`grounding_check`).
     """
 
     name: str
@@ -103,6 +105,7 @@ class ObjectScore:
     kind: str | None = None
     text: str | None = None
     annotator: int | None = None
+    J_others: dict[int, np.ndarray] | None = None
 
 
 # -------------------------------------------------------------------------------------------- results
@@ -175,6 +178,47 @@ def motion_blind_reference(scores: Sequence[ObjectScore]) -> dict[str, Any] | No
     others = len(scores) - len(motion)
     return {"expressions": len(motion), "J&F": summarize(motion)["J&F"], "chance": float(np.mean(guess)),
             "bound": (sum(guess) + others) / len(scores), "others": others}
+
+
+GROUNDED_J = 0.5  # the grounding check: J on the sentence's own object at least this ...
+GROUNDED_MARGIN = 0.3  # ... and J on every other object of the video at least this much lower
+
+
+def grounding_check(scores: Sequence[ObjectScore]) -> dict[str, Any] | None:
+    """Share of sentences that land on their own object and on no other (videos with two or more objects).
+
+    A sentence is grounded when its prediction's mean J on its own object is at least :data:`GROUNDED_J`
+    and its mean J on every other object of the video is at least :data:`GROUNDED_MARGIN` lower. This asks
+    what a user segmenting object A's sentence and then object B's sees: whether each mask follows its
+    sentence, which the overall J&F mixes with how well objects are segmented at all.
+
+    Args:
+        scores: scored expressions with ``J_others`` (from :func:`evaluate_expressions`).
+
+    Returns:
+        ``None`` when no video has two objects, else ``{"sentences": n, "grounded": m, "share": m / n,
+        "on_other": sentences whose mask lands on another object instead (J ≥ 0.5 there, and higher than on
+        their own), "per_kind":
+        {kind: {"sentences", "grounded", "share"}}, "min_j", "margin"}``.
+    """
+    rows = []
+    for s in scores:
+        if not s.J_others:
+            continue
+        own = float(np.mean(s.J)) if len(s.J) else 0.0
+        other = max(float(np.mean(j)) if len(j) else 0.0 for j in s.J_others.values())
+        rows.append((s.kind, own >= GROUNDED_J and other <= own - GROUNDED_MARGIN, other >= GROUNDED_J and other > own))
+    if not rows:
+        return None
+
+    def share(group: list[tuple]) -> dict[str, Any]:
+        grounded = sum(g for _, g, _ in group)
+        return {"sentences": len(group), "grounded": grounded, "share": grounded / len(group)}
+
+    kinds = sorted({kind for kind, _, _ in rows if kind})
+    return {**share(rows), "on_other": sum(o for _, _, o in rows),
+            "per_kind": {kind: share([r for r in rows if r[0] == kind]) for kind in kinds},
+            "min_j": GROUNDED_J, "margin": GROUNDED_MARGIN}
 
 
 def _object_row(score: ObjectScore) -> dict[str, Any]:
@@ -284,6 +328,8 @@ def evaluate_expressions(
     expressions = [e for e in video.expressions if e.obj_id is not None]
     mapping = shuffle_objects(video, control_seed) if control_seed is not None else {}
     values = {e.exp_id: ([], [], [], []) for e in expressions}  # J, F, control J, control F per frame
+    objects = sorted({e.obj_id for e in expressions})
+    others = {e.exp_id: {o: [] for o in objects if o != e.obj_id} for e in expressions}  # J on the others
     texts, row = _unique_texts(expressions)
     logits_per_frame = _frame_logits(segmenter, video, texts) if segmenter is not None else None
     for t, gt_path in enumerate(video.mask_paths):
@@ -307,6 +353,8 @@ def evaluate_expressions(
                 mask = _read_prediction(path, gt.shape, gt_path) > 0
             j, f, cj, cf = values[e.exp_id]
             j.append(db_eval_iou(gt == e.obj_id, mask))
+            for obj_id, other_j in others[e.exp_id].items():
+                other_j.append(db_eval_iou(gt == obj_id, mask))
             f.append(db_eval_boundary(gt == e.obj_id, mask))
             if mapping:
                 cj.append(db_eval_iou(gt == mapping[e.obj_id], mask))
@@ -314,7 +362,9 @@ def evaluate_expressions(
     scores, control = [], []
     for e in expressions:
         j, f, cj, cf = (np.asarray(v, dtype=np.float64) for v in values[e.exp_id])
-        score = ObjectScore(f"{video.name}_{e.exp_id}", video.name, e.obj_id, j, f, e.exp_id, e.kind, e.text)
+        j_others = {o: np.asarray(v, dtype=np.float64) for o, v in others[e.exp_id].items()}
+        score = ObjectScore(f"{video.name}_{e.exp_id}", video.name, e.obj_id, j, f, e.exp_id, e.kind, e.text,
+                            J_others=j_others)
         scores.append(score)
         if mapping:
             control.append(replace(score, obj_id=mapping[e.obj_id], J=cj, F=cf))
@@ -643,6 +693,8 @@ def _evaluate_into(
         if fmt == "synthetic":
             result["per_kind"], result["per_cue"] = _groups(scores)
             result["motion_blind"] = motion_blind_reference(scores)
+        if fmt != "davis":
+            result["grounding"] = grounding_check(scores)
         if control_seed is not None:
             control = [s for _, video_control in results for s in video_control]
             kept = sum(len(shuffle_objects(v, control_seed)) < 2 for v in videos)

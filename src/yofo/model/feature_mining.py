@@ -14,6 +14,9 @@ from two 3×3 heads on B̂_3 (LWL's label/weight heads, brief §2.5: Y with ReLU
 and are resized bilinearly to the target model's grid (s16). ``label_readout`` (1×1, Y -> one mask logit) is
 not part of the network's output: it serves the training's optional deep supervision of Y
 (``train.aux_weight``, :func:`yofo.losses.label_loss`).
+
+Motion-aware feature mining (ours, ``motion_window >= 2``; :mod:`yofo.model.motion`): a motion map of the last
+W frames' layer2 joins the image side of every fusion block's multi-modal map, in every mode.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from collections import deque
+
 from torch import Tensor, nn
 
 from yofo.model.fusion import FusionBlock, conv_bn_relu, init_conv_weights, l2_normalize
+from yofo.model.motion import MotionFeatures
 
 MODES = ("multiscale", "baseline", "single_scale")
 
@@ -46,6 +52,8 @@ class FeatureMining(nn.Module):
         mode: ``multiscale``, ``baseline`` or ``single_scale``.
         fusion: ``aca`` or ``concat``.
         strides: strides of the convolutions producing B̂_1, B̂_2, B̂_3.
+        motion_window: W >= 2 turns motion-aware feature mining on over the last W frames; 0 off (paper).
+        motion_channels: channels of each frame's projection kept in the motion ring buffer.
     """
 
     def __init__(
@@ -58,6 +66,8 @@ class FeatureMining(nn.Module):
         mode: str = "multiscale",
         fusion: str = "aca",
         strides: Sequence[int] = (2, 2, 1),
+        motion_window: int = 0,
+        motion_channels: int = 16,
     ):
         super().__init__()
         if mode not in MODES:
@@ -67,8 +77,9 @@ class FeatureMining(nn.Module):
         scales = (2,) if mode == "single_scale" else (0, 1, 2)
         self.scales = scales
         self.fuse = nn.ModuleDict(
-            {str(i): FusionBlock(in_channels[i], dim, key_dim, pool_sizes, fusion) for i in fused}
+            {str(i): FusionBlock(in_channels[i], dim, key_dim, pool_sizes, fusion, motion_window > 0) for i in fused}
         )
+        self.motion = MotionFeatures(in_channels[0], motion_channels, dim, motion_window) if motion_window else None
         # FM-baseline: the coarser scales contribute image features only (same projection as V_i)
         self.image_only = nn.ModuleDict(
             {str(i): conv_bn_relu(in_channels[i], dim, 1) for i in scales if str(i) not in self.fuse}
@@ -82,14 +93,24 @@ class FeatureMining(nn.Module):
         init_conv_weights(self)
         nn.init.zeros_(self.weight_head.weight)  # W ≡ 1 at initialisation (LWL, brief §2.5)
         nn.init.ones_(self.weight_head.bias)
+        for block in self.fuse.values():  # motion enters at zero: training starts from the paper's function
+            if block.mm_motion is not None:
+                nn.init.zeros_(block.mm_motion.weight)
 
-    def image_part(self, features: Sequence[Tensor]) -> dict[str, object]:
-        """Per-frame work on ``(layer2, layer3, layer4)``, each ``(N, C_i, H_i, W_i)``; shared by all expressions."""
+    def image_part(self, features: Sequence[Tensor], history: deque | None = None) -> dict[str, object]:
+        """Per-frame work on ``(layer2, layer3, layer4)``, each ``(N, C_i, H_i, W_i)``; shared by all expressions.
+
+        ``history``: with motion, the stream's ring buffer of past projections (updated in place); None treats
+        the frame as a video's first (no motion seen), as for single images.
+        """
         part: dict[str, object] = {}
+        motion = None
+        if self.motion is not None:
+            motion = self.motion(features[0], deque(maxlen=self.motion.window) if history is None else history)
         for i in self.scales:
             key = str(i)
             if key in self.fuse:
-                part[key] = self.fuse[key].image_part(features[i])
+                part[key] = self.fuse[key].image_part(features[i], motion)
             else:
                 part[key] = l2_normalize(self.image_only[key](features[i]))
         return part

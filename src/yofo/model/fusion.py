@@ -158,26 +158,41 @@ class FusionBlock(nn.Module):
         key_dim: ACM key/value width.
         pool_sizes: ACM PSP sizes.
         fusion: ``aca`` or ``concat``.
+        motion: add a motion map (:mod:`yofo.model.motion`, width C) to the image side of M (ours, off in paper).
     """
 
-    def __init__(self, in_channels: int, dim: int, key_dim: int, pool_sizes: Sequence[int], fusion: str = "aca"):
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int,
+        key_dim: int,
+        pool_sizes: Sequence[int],
+        fusion: str = "aca",
+        motion: bool = False,
+    ):
         super().__init__()
         self.visual = conv_bn_relu(in_channels, dim, 1)
         self.mm_visual = nn.Conv2d(dim, dim, 1, bias=False)
         self.mm_coord = nn.Conv2d(8, dim, 1, bias=False)
         self.mm_text = nn.Linear(dim, dim, bias=False)
         self.mm_norm = nn.BatchNorm2d(dim)
+        self.mm_motion = nn.Conv2d(dim, dim, 1, bias=False) if motion else None
         self.aca = AsymmetricCoAttention(dim, key_dim, pool_sizes) if fusion == "aca" else None
         self.merge = conv_bn_relu(2 * dim, dim, 1) if fusion == "aca" else None
 
-    def image_part(self, x: Tensor) -> dict[str, Tensor | tuple[Tensor, Tensor]]:
-        """Per-frame terms from ``x (N, C_in, H, W)``: V ``(N, C, H, W)`` and the image side of M and ACM."""
+    def image_part(self, x: Tensor, motion: Tensor | None = None) -> dict[str, Tensor | tuple[Tensor, Tensor]]:
+        """Per-frame terms from ``x (N, C_in, H, W)``: V ``(N, C, H, W)`` and the image side of M and ACM.
+
+        ``motion (N, C, h, w)``: the motion map when the block was built with ``motion``, resized to (H, W).
+        """
         visual = l2_normalize(self.visual(x))
         coord = coord_features(x.shape[2], x.shape[3], x.device, x.dtype)
-        part: dict[str, Tensor | tuple[Tensor, Tensor]] = {
-            "visual": visual,
-            "mm_image": self.mm_visual(visual) + self.mm_coord(coord),
-        }
+        mm_image = self.mm_visual(visual) + self.mm_coord(coord)
+        if self.mm_motion is not None:
+            if motion.shape[-2:] != x.shape[-2:]:
+                motion = F.interpolate(motion, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            mm_image = mm_image + self.mm_motion(motion)
+        part: dict[str, Tensor | tuple[Tensor, Tensor]] = {"visual": visual, "mm_image": mm_image}
         if self.aca is not None:
             part["aca"] = self.aca.image_part(visual)
         return part

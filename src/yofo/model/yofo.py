@@ -8,6 +8,9 @@ The memory is a FIFO of the last N (Φ, Y, W) including the current frame. θ st
 frame with ``*_iters`` iterations and is warm-started afterwards with ``*_update_iters`` (brief §2.4, §7.4-5);
 training uses the ``train_*`` counts, eval mode the ``test_*`` counts. The clip forward and the streaming
 ``start``/``step`` API run the same code, so they agree exactly in eval mode.
+
+With motion-aware feature mining (ours, ``model.fm.motion.window``) the state also holds a ring buffer of the
+last W frames' motion projections (:mod:`yofo.model.motion`), per frame and shared by every expression.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class StreamState:
     memory: deque = field(default_factory=deque)  # (Φ (1 or K, C, h, w), Y (K, D, h, w), W (K, D, h, w))
     filters: Tensor | None = None  # θ (K, D, C, k, k)
     frames_seen: int = 0
+    # motion-aware FM: ring buffer of the last W frames' projections (1 or K, c, h8, w8), shared by the K
+    motion: deque = field(default_factory=deque)
 
 
 class YOFO(nn.Module):
@@ -66,7 +71,8 @@ class YOFO(nn.Module):
         txt = cfg.text_encoder
         self.text_encoder = TextEncoder(txt.name, fm.dim, txt.max_tokens, txt.pooling)
         self.feature_mining = FeatureMining(
-            (c2, c3, c4), fm.dim, fm.key_dim, fm.pool_sizes, cfg.target_dim, fm.mode, fm.fusion, fm.strides
+            (c2, c3, c4), fm.dim, fm.key_dim, fm.pool_sizes, cfg.target_dim, fm.mode, fm.fusion, fm.strides,
+            fm.motion.window, fm.motion.channels,
         )
         self.meta_transfer = MetaTransfer(c3, mt.feature_dim, mt.filter_size, mt.reg_init) if mt.enabled else None
         self.decoder = Decoder(cfg.target_dim, (c1, c2, c3, c4), cfg.decoder.width)
@@ -93,8 +99,11 @@ class YOFO(nn.Module):
         return text if isinstance(text, Tensor) else self.encode_text(text)
 
     # ---------------------------------------------------------------------------------- per frame
-    def frame_features(self, images: Tensor) -> FrameFeatures:
-        """Per-frame work: ``images (N, 3, H, W)`` normalised, H and W multiples of 32."""
+    def frame_features(self, images: Tensor, state: StreamState) -> FrameFeatures:
+        """Per-frame work: ``images (N, 3, H, W)`` normalised, H and W multiples of 32.
+
+        ``state``'s motion ring buffer (motion-aware FM) receives this frame; nothing else of it is used.
+        """
         if images.dim() != 4 or images.shape[1] != 3:
             raise InputError(f"frames: expected (N, 3, H, W) normalised RGB, got shape {tuple(images.shape)}")
         if images.shape[2] % 32 or images.shape[3] % 32:
@@ -103,14 +112,15 @@ class YOFO(nn.Module):
         return FrameFeatures(
             layers=layers,
             target_input=self.meta_transfer.features(layers.layer3) if self.meta_transfer is not None else None,
-            mining=self.feature_mining.image_part(layers[1:]),
+            mining=self.feature_mining.image_part(layers[1:], state.motion),
             decoding=self.decoder.image_part(layers),
         )
 
     # ----------------------------------------------------------------------------- per expression
     def start(self, text: Tensor | Sequence[str]) -> StreamState:
         """Begin a video for K expressions (strings or the ``(K, 3, C)`` output of :meth:`encode_text`)."""
-        return StreamState(text=self._text(text), memory=deque(maxlen=self.memory_size))
+        return StreamState(text=self._text(text), memory=deque(maxlen=self.memory_size),
+                           motion=deque(maxlen=max(1, self.cfg.fm.motion.window)))
 
     def step(self, frame: Tensor, state: StreamState) -> Tensor:
         """Segment the next frame for the K expressions of ``state``.
@@ -127,7 +137,7 @@ class YOFO(nn.Module):
         if frame.dim() == 4 and frame.shape[0] not in (1, state.text.shape[0]):
             raise InputError(f"frame: batch {frame.shape[0]} must be 1 or the number of expressions "
                              f"{state.text.shape[0]}")
-        return self._step(self.frame_features(frame), state)[0]
+        return self._step(self.frame_features(frame, state), state)[0]
 
     def _step(self, frame: FrameFeatures, state: StreamState) -> tuple[Tensor, Tensor]:
         """Logits ``(K, 1, H, W)`` and the target labels Y ``(K, D, h16, w16)`` of one frame."""
@@ -172,7 +182,7 @@ class YOFO(nn.Module):
         state = self.start(text)
         if state.text.shape[0] != frames.shape[0]:
             raise InputError(f"text: {state.text.shape[0]} expressions for {frames.shape[0]} clips")
-        steps = [self._step(self.frame_features(frames[:, t]), state) for t in range(frames.shape[1])]
+        steps = [self._step(self.frame_features(frames[:, t], state), state) for t in range(frames.shape[1])]
         logits = torch.stack([out for out, _ in steps], 1)
         if not label_logits:
             return logits
