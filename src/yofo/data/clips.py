@@ -40,7 +40,9 @@ from torch.utils.data import Dataset
 
 from yofo.data.augment import augment_clip
 from yofo.data.load import as_spec, load_dataset
-from yofo.data.records import VOID, ImageRef, Video, fit_within, read_frame, read_mask, resize_labels
+from yofo.data.records import (
+    VOID, ImageRef, Video, fit_within, read_frame, read_mask, refuse_problems, resize_labels
+)
 from yofo.errors import DatasetError
 from yofo.model.image_encoder import IMAGENET_MEAN
 
@@ -89,8 +91,9 @@ class ClipDataset(Dataset):
         length: what ``len()`` reports (the sampler decides how many items are drawn).
 
     Raises:
-        DatasetError: no dataset configured, unset or missing root, unreadable files, or a dataset without
-            any expression that has an object id and a masked frame.
+        DatasetError: no dataset configured, unset or missing root, unreadable files, a video with a problem
+            its reader found (a gap in the frame numbering, ...), or a dataset without any expression that has
+            an object id and a masked frame.
     """
 
     def __init__(self, cfg: DictConfig, seed: int, length: int = 10**9) -> None:
@@ -113,6 +116,7 @@ class ClipDataset(Dataset):
         self.samples: list[list[tuple[int, int]]] = []  # per dataset: (record index, expression index)
         for spec in specs:
             records = load_dataset(spec)
+            refuse_problems(records)
             samples = [
                 (r, e)
                 for r, record in enumerate(records)
