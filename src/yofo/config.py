@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -128,7 +128,10 @@ class DataConfig:
     max_gap: int = 100  # window the frames are drawn from
     # items 2g and 2g+1 show the same frames with expressions of two different objects (yofo.data.clips)
     pair_expressions: bool = False
-    num_workers: int = 0
+    # DataLoader worker processes per training process; "auto" (paper.yaml): one per CPU available to the
+    # process, minus one for the training loop, at most 8, shared among the local DDP processes
+    # (yofo.data.clips.loader_workers); 0 builds clips in the training process.
+    num_workers: Union[int, str] = 0
     cache_mb: int = 512  # decoded, resized frames and masks kept per loader process (0 = no cache)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -174,6 +177,9 @@ class TrainConfig:
     # + deep supervision of Y, losses.label_loss (paper: 0); gives feature mining a direct signal from scratch
     aux_weight: float = 0.0
     amp: str = "bf16"  # bf16 | fp16 | none; used on CUDA only, CPU trains in fp32
+    # CUDA only: the model in the channels-last memory format (cuDNN's fast layout for mixed precision); the
+    # CPU keeps the default layout, on which bit-exact resume was checked
+    channels_last: bool = True
     checkpoint_every: int = 1000  # steps
     log_every: int = 10  # steps
     overfit: int = 0  # > 0: train on clips 0..N-1 only, over and over (checks that the model can fit them)

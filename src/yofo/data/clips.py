@@ -30,6 +30,7 @@ batch itself shows that the sentence decides the mask; batches should then hold 
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -43,11 +44,31 @@ from yofo.data.load import as_spec, load_dataset
 from yofo.data.records import (
     VOID, ImageRef, Video, fit_within, read_frame, read_mask, refuse_problems, resize_labels
 )
-from yofo.errors import DatasetError
+from yofo.errors import ConfigError, DatasetError
 from yofo.model.image_encoder import IMAGENET_MEAN
 
 _REDRAWS = 5  # redraws of a video clip whose frames all miss the target
 MEAN_RGB = np.round(np.array(IMAGENET_MEAN) * 255).astype(np.uint8)  # uint8 padding colour, 0 once normalised
+
+
+MAX_AUTO_WORKERS = 8
+
+
+def loader_workers(value: int | str, local_processes: int = 1) -> int:
+    """DataLoader workers for ``data.num_workers``: an int >= 0, or ``"auto"``.
+
+    ``auto``: the CPUs this process may run on, shared among the ``local_processes`` training processes of
+    the machine, minus one for each training loop itself, capped at :data:`MAX_AUTO_WORKERS`.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if value == "auto":
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(0, min(MAX_AUTO_WORKERS, cpus // max(1, local_processes) - 1))
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(f"data.num_workers: {value!r} must be an integer >= 0 or 'auto'")
 
 
 def pad_to(array: np.ndarray, size: tuple[int, int], fill: int | np.ndarray) -> np.ndarray:
