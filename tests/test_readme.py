@@ -37,8 +37,9 @@ from yofo.cli import build_parser, main
 from yofo.config import load_config
 from yofo.video_io import Mp4Writer
 
+from readme import readme_blocks, readme_commands
+
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
 TIMEOUT = 300  # seconds per command: a command that serves or trains for long belongs in SKIP
 
 # Command prefix -> why it does not run here.
@@ -61,24 +62,6 @@ SKIP: dict[str, str] = {
 }
 # Replacements applied to every command that runs (README size -> test size).
 SMALLER = {"--train 400": "--train 4", "--valid 50": "--valid 2", "--max-steps 100": "--max-steps 1"}
-
-
-def readme_blocks(language: str) -> list[str]:
-    """The ```<language> blocks of the README, in order."""
-    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
-
-
-def readme_commands() -> list[tuple[str, str | None]]:
-    """``(command, expected error or None)`` for each shell command of the README (continuations joined)."""
-    commands: list[tuple[str, str | None]] = []
-    for block in readme_blocks("bash"):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.strip()
-            if line.startswith("# error:") and commands:
-                commands[-1] = (commands[-1][0], line.removeprefix("# ").split("...")[0].strip())
-            elif line and not line.startswith("#"):
-                commands.append((re.sub(r"\s+#.*$", "", line), None))
-    return commands
 
 
 def _skip_reason(command: str, error: str | None = None) -> str | None:

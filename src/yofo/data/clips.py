@@ -49,8 +49,7 @@ from yofo.model.image_encoder import IMAGENET_MEAN
 
 _REDRAWS = 5  # redraws of a video clip whose frames all miss the target
 MEAN_RGB = np.round(np.array(IMAGENET_MEAN) * 255).astype(np.uint8)  # uint8 padding colour, 0 once normalised
-
-
+# "auto" workers stop here: each holds its own frame cache, and a batch of 4 clips rarely needs more
 MAX_AUTO_WORKERS = 8
 
 

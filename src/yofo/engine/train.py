@@ -228,16 +228,20 @@ class MetricsLog:
         atomic_write(path, write)
         self.file = path.open("a", newline="")
         self.writer = csv.DictWriter(self.file, METRICS)
+        self.tensorboard = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
+            # opened with the first row, so that a run which logs nothing (it failed at once) adds no event file
+            self._open_tensorboard = lambda: SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
         except ImportError:  # tensorboard is optional
-            self.tensorboard = None
+            self._open_tensorboard = None
 
     def write(self, row: dict[str, Any]) -> None:
         self.writer.writerow(row)
         self.file.flush()
+        if self.tensorboard is None and self._open_tensorboard is not None:
+            self.tensorboard = self._open_tensorboard()
         if self.tensorboard is not None:
             for key in ("loss", "lr", "clips_per_s"):
                 self.tensorboard.add_scalar(f"train/{key}", row[key], row["step"])
