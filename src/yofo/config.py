@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from yofo.errors import ConfigError
@@ -145,7 +145,10 @@ class DataConfig:
     max_gap: int = 100  # window the frames are drawn from
     # items 2g and 2g+1 show the same frames with expressions of two different objects (yofo.data.clips)
     pair_expressions: bool = False
-    num_workers: int = 0
+    # DataLoader worker processes per training process; "auto" (paper.yaml): one per CPU available to the
+    # process, minus one for the training loop, at most 8, shared among the local DDP processes
+    # (yofo.data.clips.loader_workers); 0 builds clips in the training process.
+    num_workers: Union[int, str] = 0
     cache_mb: int = 512  # decoded, resized frames and masks kept per loader process (0 = no cache)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -191,6 +194,9 @@ class TrainConfig:
     # + deep supervision of Y, losses.label_loss (paper: 0); gives feature mining a direct signal from scratch
     aux_weight: float = 0.0
     amp: str = "bf16"  # bf16 | fp16 | none; used on CUDA only, CPU trains in fp32
+    # CUDA only: the model in the channels-last memory format (cuDNN's fast layout for mixed precision); the
+    # CPU keeps the default layout, on which bit-exact resume was checked
+    channels_last: bool = True
     checkpoint_every: int = 1000  # steps
     log_every: int = 10  # steps
     overfit: int = 0  # > 0: train on clips 0..N-1 only, over and over (checks that the model can fit them)
@@ -228,12 +234,56 @@ def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
         key = err.full_key or str(err.key)
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = OmegaConf.select(base, parent) if parent else base
-        valid = ", ".join(flatten_config(node, parent + "." if parent else "")) if isinstance(node, DictConfig) else ""
-        raise ConfigError(f"{source}: unknown config key '{key}'; valid keys: {valid}") from None
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{source}: unknown config key '{key}'") from None
+        raise _unknown_key(key, parent, node, source) from None
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         where = f"{source}: {key}" if key else source
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
+
+
+def _unknown_key(key: str, parent: str, node: DictConfig, source: str) -> ConfigError:
+    valid = ", ".join(flatten_config(node, parent + "." if parent else ""))
+    return ConfigError(f"{source}: unknown config key '{key}'; valid keys: {valid}")
+
+
+def apply_override(cfg: DictConfig, item: str) -> None:
+    """Set one ``key=value`` override in ``cfg`` (in place), the value parsed as an OmegaConf dotlist value.
+
+    The key is checked segment by segment against ``cfg``, so that list items (``data.datasets.1.root``),
+    whole lists (``model.input_size=[96,160]``) and nested keys all work, and a wrong key names itself:
+    an unknown key lists the valid ones of its group, an index outside a list gives the list's length.
+
+    Raises:
+        ConfigError: not ``key=value``, unknown key, bad list index, or a value of the wrong type.
+    """
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' is not of the form key=value")
+    node: Any = cfg
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[: depth + 1])
+        if isinstance(node, ListConfig):
+            if not part.isdigit() or int(part) >= len(node):
+                parent = ".".join(parts[:depth])
+                allowed = f"an index 0..{len(node) - 1}" if len(node) else f"none: set the list whole ({parent}=[...])"
+                raise ConfigError(f"override: '{here}': {parent} is a list of {len(node)} item(s); expected {allowed}")
+            node = node[int(part)]
+        elif isinstance(node, DictConfig):
+            if part not in node:
+                parent = ".".join(parts[:depth])
+                raise _unknown_key(key, parent, node, "override")
+            node = node._get_node(part)
+        else:
+            raise ConfigError(f"override: '{key}': {'.'.join(parts[:depth])} is a value, not a group of keys")
+    try:
+        value = OmegaConf.from_dotlist([f"value={text}"])["value"]  # YAML parsing, as OmegaConf's dotlist
+        OmegaConf.update(cfg, key, value, merge=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"override: {key}={text}: {str(err).splitlines()[0]}") from None
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
@@ -256,10 +306,12 @@ def load_config(name_or_path: str | Path | None = None, overrides: Sequence[str]
     Args:
         name_or_path: a config name from ``configs/`` (``paper``, ``tiny``, ``demo``) or a YAML path;
             ``None`` gives the schema defaults.
-        overrides: OmegaConf dotlist entries such as ``model.memory.size=1``.
+        overrides: ``key=value`` entries such as ``model.memory.size=1``, ``data.datasets.0.root=/data/x``
+            or ``model.input_size=[96,160]``, applied in order (:func:`apply_override`).
 
     Raises:
-        ConfigError: unreadable file, unknown key (the message lists the valid keys) or wrong type.
+        ConfigError: unreadable file, unknown key (the message lists the valid keys), bad list index or
+            wrong type.
     """
     cfg = _schema(Config)
     if name_or_path is not None:
@@ -269,11 +321,8 @@ def load_config(name_or_path: str | Path | None = None, overrides: Sequence[str]
         except Exception as err:  # yaml errors come in several types
             raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
         cfg = _merge(cfg, data, str(path))
-    bad = [item for item in overrides if "=" not in item]
-    if bad:
-        raise ConfigError(f"override '{bad[0]}' is not of the form key=value")
-    if overrides:
-        cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "override")
+    for item in overrides:
+        apply_override(cfg, item)
     validate_model_config(cfg.model)
     _fill_normalization(cfg.model)
     return cfg

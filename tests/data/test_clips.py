@@ -3,6 +3,7 @@ with the frames, datasets mixed by weight, errors for missing data."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from yofo.config import load_config
-from yofo.data.clips import ClipDataset
+from yofo.data.clips import ClipDataset, loader_workers
 from yofo.data.records import read_frame, read_mask
 from yofo.data.ytvos import load_ytvos
 from yofo.data.synthetic import synthesize
-from yofo.errors import DatasetError
+from yofo.errors import ConfigError, DatasetError
 from yofo.model.image_encoder import IMAGENET_MEAN
 from yofo.predictor import fit_size
 
@@ -159,3 +160,14 @@ def test_paired_items_share_the_clip_and_refer_to_different_objects(synth_root: 
         objects = {e.exp_id: e.obj_id for e in videos[video_a].expressions}
         assert objects[exp_a] != objects[exp_b]  # every synthetic training video has two or more objects
         assert not torch.equal(a["masks"], b["masks"]) and not (a["masks"].bool() & b["masks"].bool()).any()
+
+
+def test_loader_workers_auto_follows_the_cpus(monkeypatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    assert loader_workers("auto") == 8 and loader_workers("auto", local_processes=4) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert loader_workers("auto") == 0 and loader_workers(3) == 3
+    for bad in ("four", -1, True):
+        with pytest.raises(ConfigError, match="data.num_workers: .* must be an integer >= 0 or 'auto'"):
+            loader_workers(bad)
+    assert load_config("paper").data.num_workers == "auto" and load_config("tiny").data.num_workers == 0

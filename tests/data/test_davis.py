@@ -10,8 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from yofo.cli import main
+from yofo.config import load_config
+from yofo.data.clips import ClipDataset
 from yofo.data.davis import load_davis, read_expression_file
 from yofo.data.records import read_mask
+from yofo.engine.evaluate import evaluate
 from yofo.errors import DatasetError
 
 
@@ -117,3 +121,45 @@ def test_real_davis_frames_masks_and_expressions_load(real_data: Path, tmp_path:
 def test_real_davis_void_pixels_are_kept(real_data: Path) -> None:
     ids = read_mask(real_data / "davis-samples" / "DAVIS" / "Annotations" / "480p" / "tennis" / "00000.png")
     assert set(np.unique(ids)) == {0, 1, 2, 255}
+
+
+def test_gap_in_frames_and_orphan_mask_are_problems_that_training_and_eval_refuse(davis_root: Path, tmp_path: Path,
+                                                                                    capsys) -> None:
+    frames = davis_root / "JPEGImages" / "480p" / "classic-car"
+    (frames / "00001.jpg").unlink()
+    car = load_davis(davis_root, "val")[0]
+    assert car.frame_names == ["00000", "00002"]
+    assert car.problems == [
+        f"{frames / '00001'}.jpg: frame missing (the numbering jumps from 00000 to 00002)",
+        f"{davis_root / 'Annotations' / '480p' / 'classic-car' / '00001'}.png: mask without its frame {frames / '00001'}.jpg",
+    ]
+    assert load_davis(davis_root, "val")[1].problems == []
+    assert main(["data", "stats", str(davis_root), "--format", "davis", "--split", "val", "--strict"]) == 1
+    assert f"problem: {frames / '00001'}.jpg: frame missing" in capsys.readouterr().out
+    cfg = load_config("tiny", [f"data.datasets=[{{format: davis, root: '{davis_root}', split: val}}]"])
+    with pytest.raises(DatasetError, match=r"^video 'classic-car': .*00001.jpg: frame missing .*\(and 1 more; "):
+        ClipDataset(cfg, seed=0)
+    with pytest.raises(DatasetError, match="video 'classic-car': .*00001.jpg: frame missing"):
+        evaluate(davis_root, "davis", tmp_path / "eval", checkpoint=tmp_path / "never-read.safetensors")
+    assert not (tmp_path / "eval").exists()
+
+
+def test_real_davis_with_a_deleted_frame_fails_strict_stats(real_data: Path, tmp_path: Path, capsys) -> None:
+    """The issue's case: JPEGImages/480p/dog/00010.jpg deleted from a real DAVIS folder."""
+    root = tmp_path / "DAVIS"
+    for folder in ("JPEGImages", "Annotations"):
+        for path in sorted((real_data / "DAVIS" / folder / "480p" / "dog").iterdir()):
+            if path.name != "00010.jpg":
+                (root / folder / "480p" / "dog").mkdir(parents=True, exist_ok=True)
+                (root / folder / "480p" / "dog" / path.name).symlink_to(path)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("dog\n")
+    (root / "davis_text_annotations").mkdir()
+    for annotator in (1, 2):
+        (root / "davis_text_annotations" / f"Davis17_annot{annotator}.txt").write_text('dog 1 "a black dog"\n')
+    argv = ["data", "stats", str(root), "--format", "davis", "--split", "val", "--annotators", "1",
+            "--expressions", "first_frame", "--strict"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert f"problem: {root / 'JPEGImages' / '480p' / 'dog' / '00010'}.jpg: frame missing" in out
+    assert f"problem: {root / 'Annotations' / '480p' / 'dog' / '00010'}.png: mask without its frame" in out

@@ -143,3 +143,22 @@ def test_motion_aware_fm_trains_on_consecutive_clips_and_notes_other_clips(micro
     out = capsys.readouterr().out
     assert "model.fm.motion.window=3 learns from clips of at least 3 consecutive frames" in out
     assert "data.num_frames=3 data.max_gap=2" in out
+
+
+def test_tensorboard_event_file_holds_the_logged_scalars(micro, tmp_path, single_thread):
+    """TensorBoard (a dev extra) gets the scalars of metrics.csv at the same steps; a resumed run continues it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(["train", "tiny", *micro, *TWO_STAGES, "--out", str(out), "--no-progress"]) == 0
+    assert main(["train", "tiny", *micro, *TWO_STAGES, "train.stage2.epochs=2", "--out", str(out), "--resume",
+                 "--no-progress"]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["train/clips_per_s", "train/loss", "train/lr"]
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for key in ("loss", "lr", "clips_per_s"):
+        scalars = events.Scalars(f"train/{key}")
+        assert [s.step for s in scalars] == [1, 2, 3]
+        assert [s.value for s in scalars] == pytest.approx([float(r[key]) for r in rows], rel=1e-6)

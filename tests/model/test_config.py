@@ -66,3 +66,35 @@ def test_bad_normalisation(override, message):
     overrides = [override] + (["model.image_encoder.std=[1,1]"] if "three" in message else [])
     with pytest.raises(ConfigError, match=message):
         load_config("tiny", overrides)
+
+
+def test_list_item_list_value_and_nested_overrides(tmp_path):
+    """The README's paper command sets list items; list values and keys of a YAML given by path work too."""
+    cfg = load_config("paper", ["data.datasets.0.root=/data/ref-youtube-vos", "data.datasets.2.weight=2.5",
+                                "data.datasets.1.annotators=[2]", "model.input_size=[96,160]",
+                                "model.fm.strides=[2,2,2]", "train.stage1.group_lr.phi=0.3"])
+    assert cfg.data.datasets[0].root == "/data/ref-youtube-vos" and cfg.data.datasets[0].format == "ytvos"
+    assert cfg.data.datasets[1].format == "davis" and list(cfg.data.datasets[1].annotators) == [2]
+    assert cfg.data.datasets[2].weight == 2.5 and cfg.data.datasets[2].format == "refcoco"
+    assert list(cfg.model.input_size) == [96, 160] and list(cfg.model.fm.strides) == [2, 2, 2]
+    assert cfg.train.stage1.group_lr.phi == 0.3 and cfg.train.stage1.group_lr.decoder == 0.5
+    path = tmp_path / "mine.yaml"
+    path.write_text("data:\n  datasets:\n    - {format: davis, root: /d, split: train}\n")
+    mine = load_config(path, ["data.datasets.0.split=val", "data.datasets=[{format: davis, root: /e}]"])
+    assert [(d.format, d.root, d.split) for d in mine.data.datasets] == [("davis", "/e", "train")]
+    assert load_config(path, ["data.datasets.0.split=val"]).data.datasets[0].split == "val"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.datasets.3.root=/x", r"'data.datasets.3': data.datasets is a list of 3 item\(s\); expected an index 0..2"),
+    ("data.datasets.x.root=/x", "'data.datasets.x'.*index 0..2"),
+    ("data.datasets.0.rot=/x", "unknown config key 'data.datasets.0.rot'; valid keys: .*data.datasets.0.root"),
+    ("data.datasets.1.weight=heavy", "data.datasets.1.weight=heavy: .*Float"),
+    ("model.input_size=96", "model.input_size=96: .*list"),
+    ("model.input_size.2=96", "'model.input_size.2'.*index 0..1"),
+    ("model.memory.size.x=1", "'model.memory.size.x': model.memory.size is a value"),
+])
+def test_bad_override_names_the_key(override, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config("paper", [override])
+    assert "\n" not in str(err.value)

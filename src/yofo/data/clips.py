@@ -30,6 +30,7 @@ batch itself shows that the sentence decides the mask; batches should then hold 
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
 
@@ -40,8 +41,10 @@ from torch.utils.data import Dataset
 
 from yofo.data.augment import augment_clip
 from yofo.data.load import as_spec, load_dataset
-from yofo.data.records import VOID, ImageRef, Video, fit_within, read_frame, read_mask, resize_labels
-from yofo.errors import DatasetError
+from yofo.data.records import (
+    VOID, ImageRef, Video, fit_within, read_frame, read_mask, refuse_problems, resize_labels
+)
+from yofo.errors import ConfigError, DatasetError
 
 _REDRAWS = 5  # redraws of a video clip whose frames all miss the target
 
@@ -49,6 +52,27 @@ _REDRAWS = 5  # redraws of a video clip whose frames all miss the target
 def mean_colour(mean: Sequence[float]) -> np.ndarray:
     """The uint8 RGB colour of an encoder's normalisation mean: the padding colour, 0 once normalised."""
     return np.round(np.asarray(mean, dtype=np.float64) * 255).astype(np.uint8)
+
+
+# "auto" workers stop here: each holds its own frame cache, and a batch of 4 clips rarely needs more
+MAX_AUTO_WORKERS = 8
+
+
+def loader_workers(value: int | str, local_processes: int = 1) -> int:
+    """DataLoader workers for ``data.num_workers``: an int >= 0, or ``"auto"``.
+
+    ``auto``: the CPUs this process may run on, shared among the ``local_processes`` training processes of
+    the machine, minus one for each training loop itself, capped at :data:`MAX_AUTO_WORKERS`.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if value == "auto":
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(0, min(MAX_AUTO_WORKERS, cpus // max(1, local_processes) - 1))
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(f"data.num_workers: {value!r} must be an integer >= 0 or 'auto'")
 
 
 def pad_to(array: np.ndarray, size: tuple[int, int], fill: int | np.ndarray) -> np.ndarray:
@@ -92,8 +116,9 @@ class ClipDataset(Dataset):
         length: what ``len()`` reports (the sampler decides how many items are drawn).
 
     Raises:
-        DatasetError: no dataset configured, unset or missing root, unreadable files, or a dataset without
-            any expression that has an object id and a masked frame.
+        DatasetError: no dataset configured, unset or missing root, unreadable files, a video with a problem
+            its reader found (a gap in the frame numbering, ...), or a dataset without any expression that has
+            an object id and a masked frame.
     """
 
     def __init__(self, cfg: DictConfig, seed: int, length: int = 10**9) -> None:
@@ -117,6 +142,7 @@ class ClipDataset(Dataset):
         self.samples: list[list[tuple[int, int]]] = []  # per dataset: (record index, expression index)
         for spec in specs:
             records = load_dataset(spec)
+            refuse_problems(records)
             samples = [
                 (r, e)
                 for r, record in enumerate(records)

@@ -12,6 +12,11 @@ Expression files have one line per object, ``<video> <obj_id> "<expression>"``; 
 UTF-8 and annotator 2's are latin-1. The object index in the text is the id in the masks (1-based, as
 RefVOS reads it). Void pixels (255) stay 255 in the masks.
 
+Frames are listed from the JPEG folder. A gap in their numbering (a deleted ``00010.jpg``) and a mask whose
+frame is missing are recorded in :attr:`yofo.data.records.Video.problems`, naming the file: ``yofo data stats
+--strict`` reports them and training and evaluation refuse the video, since a clip or a score computed over
+the gap would silently skip a frame.
+
 Expression ids follow the conversion used by ReferFormer (four per object, in this order: annotator 1
 first-frame, annotator 1 full-video, annotator 2 first-frame, annotator 2 full-video), so
 ``int(exp_id) % 4`` tells which of the four result sets ``anno_0..3`` an expression belongs to.
@@ -131,6 +136,21 @@ def load_davis(
                 frame_paths=[image_root / name / f"{frame}.jpg" for frame in frames],
                 mask_paths=[mask_root / name / f"{frame}.png" if frame in masks else None for frame in frames],
                 expressions=sorted(expressions[name], key=lambda e: int(e.exp_id)),
+                problems=frame_problems(image_root / name, mask_root / name, frames, masks),
             )
         )
     return videos
+
+
+def frame_problems(image_dir: Path, mask_dir: Path, frames: list[str], masks: set[str]) -> list[str]:
+    """Gaps in the numbering of a video's frames (numeric stems) and masks without their frame, naming files."""
+    problems = []
+    numbered = sorted((int(stem), stem) for stem in frames if stem.isdigit())
+    for (number, stem), (following, _) in zip(numbered, numbered[1:]):
+        if following != number + 1:
+            missing = str(number + 1).zfill(len(stem))
+            problems.append(f"{image_dir / missing}.jpg: frame missing (the numbering jumps from {stem} to "
+                            f"{str(following).zfill(len(stem))})")
+    for stem in sorted(masks - set(frames)):
+        problems.append(f"{mask_dir / stem}.png: mask without its frame {image_dir / stem}.jpg")
+    return problems

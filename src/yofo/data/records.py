@@ -55,6 +55,9 @@ class Video:
         frame_paths: one RGB image per frame.
         mask_paths: aligned with the frames; a palette PNG of object ids, None where the frame has no mask.
         expressions: the referring expressions of this video.
+        problems: what the reader found wrong with the video's files (e.g. a gap in the frame numbering),
+            each naming the file; ``yofo data stats`` lists them, training and evaluation refuse the video
+            (:func:`refuse_problems`).
     """
 
     name: str
@@ -62,6 +65,16 @@ class Video:
     frame_paths: list[Path]
     mask_paths: list[Path | None]
     expressions: list[Expression] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def refuse_problems(records: Sequence[Any]) -> None:
+    """Raise DatasetError on the first video whose reader found a problem (see :attr:`Video.problems`)."""
+    for record in records:
+        if isinstance(record, Video) and record.problems:
+            extra = len(record.problems) - 1
+            more = f" (and {extra} more; `yofo data stats --strict` lists them)" if extra else ""
+            raise DatasetError(f"video '{record.name}': {record.problems[0]}{more}")
 
 
 @dataclass

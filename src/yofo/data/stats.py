@@ -2,7 +2,8 @@
 
 Reading a split (:func:`yofo.data.load.load_dataset`) checks the structure: folders, expression files and
 their fields. This module then opens every file and lists what would break training or evaluation later:
-missing or unreadable frames and masks, masks whose size differs from their frame, expressions whose
+missing or unreadable frames and masks, what the reader recorded in ``Video.problems`` (gaps in a DAVIS
+video's frame numbering, masks without their frame), masks whose size differs from their frame, expressions whose
 object never appears in a mask, videos without frames or expressions.
 """
 
@@ -53,6 +54,7 @@ def video_stats(videos: list[Video], progress: bool = False) -> dict[str, Any]:
             problems.append(f"video '{video.name}': no frames")
         if not video.expressions:
             problems.append(f"video '{video.name}': no expressions")
+        problems.extend(video.problems)
         seen: set[int] = set()
         for frame_path, mask_path in zip(video.frame_paths, video.mask_paths):
             try:

@@ -59,7 +59,7 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from yofo.data.davis import load_davis
-from yofo.data.records import VOID, Expression, Video, read_frame, read_mask
+from yofo.data.records import VOID, Expression, Video, read_frame, read_mask, refuse_problems
 from yofo.data.ytvos import load_ytvos
 from yofo.engine.checkpoint import load_model
 from yofo.engine.distributed import Distributed, init_distributed
@@ -596,7 +596,8 @@ def evaluate(
 
     Raises:
         InputError: bad options, missing or mis-sized saved predictions.
-        DatasetError: unreadable dataset, missing or mis-sized ground truth.
+        DatasetError: unreadable dataset, a video with a problem its reader found (a gap in the frame
+            numbering, ...), missing or mis-sized ground truth.
         CheckpointError: the checkpoint is missing or not a yofo checkpoint.
     """
     if (checkpoint is None) == (predictions is None):
@@ -607,6 +608,7 @@ def evaluate(
         raise InputError(f"max videos: {max_videos} must be >= 1")
     videos = load_videos(data, fmt, split, annotator, expression_type, protocol, test_meta)[:max_videos]
     videos = [v for v in videos if v.expressions]
+    refuse_problems(videos)
     if not videos:
         raise DatasetError(f"{data}: no video with expressions in split '{split or DEFAULT_SPLITS[fmt]}'")
     labelled = any(path is not None for v in videos for path in v.mask_paths)

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from yofo.config import GroupLrConfig, flatten_config
-from yofo.data.clips import ClipDataset
+from yofo.data.clips import ClipDataset, loader_workers
 from yofo.engine.checkpoint import checkpoint_model_config, load_state, read_metadata, save_model
 from yofo.engine.distributed import Distributed, init_distributed
 from yofo.errors import CheckpointError, ConfigError, TrainingError
@@ -227,16 +227,20 @@ class MetricsLog:
         atomic_write(path, write)
         self.file = path.open("a", newline="")
         self.writer = csv.DictWriter(self.file, METRICS)
+        self.tensorboard = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
+            # opened with the first row, so that a run which logs nothing (it failed at once) adds no event file
+            self._open_tensorboard = lambda: SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
         except ImportError:  # tensorboard is optional
-            self.tensorboard = None
+            self._open_tensorboard = None
 
     def write(self, row: dict[str, Any]) -> None:
         self.writer.writerow(row)
         self.file.flush()
+        if self.tensorboard is None and self._open_tensorboard is not None:
+            self.tensorboard = self._open_tensorboard()
         if self.tensorboard is not None:
             for key in ("loss", "lr", "clips_per_s"):
                 self.tensorboard.add_scalar(f"train/{key}", row[key], row["step"])
@@ -350,6 +354,7 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
         raise CheckpointError(f"{out}: already holds a checkpoint ({folder.name}); pass --resume to continue "
                               f"that run, or train into another --out")
     saved = _read_checkpoint(folder, cfg.model) if folder is not None else None
+    workers = loader_workers(cfg.data.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     dataset = ClipDataset(cfg, seed=tc.seed)
     if resume and saved is None:
         say(f"no checkpoint in {out}: starting a new run")
@@ -368,6 +373,8 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
             torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
         start = saved["step"]
     model.to(device).train()
+    if device.type == "cuda" and tc.channels_last:
+        model.to(memory_format=torch.channels_last)
     if start >= end:
         say(f"{out}: already trained for {start} steps (asked for {end}); nothing to do")
         if dist.is_main:
@@ -382,14 +389,16 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
     if dist.is_main:
         atomic_write(out / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
         log = MetricsLog(out, start)
+    # One iterator spans the whole run (both stages), so the workers start once: persistent_workers would
+    # change nothing. Pinned host memory lets the copies to the GPU overlap the step.
     loader = DataLoader(
         dataset,
         batch_sampler=StepSampler(start, end, tc.batch_size, dist.rank, dist.world_size, tc.overfit),
-        num_workers=cfg.data.num_workers,
+        num_workers=workers,
         pin_memory=device.type == "cuda",
     )
     say(f"training {start} -> {end} steps (stage 1: {steps[0]}, stage 2: {steps[1]}) on {dist.world_size} "
-        f"process(es), {device}, batch {tc.batch_size}; writing to {out}")
+        f"process(es), {device}, batch {tc.batch_size}, {workers} loader worker(s); writing to {out}")
     bar = tqdm(total=end, initial=start, unit="step", dynamic_ncols=True, disable=not (progress and dist.is_main))
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
     clock = time.perf_counter()
@@ -403,7 +412,8 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
             # One memory layout whatever the loader returns (collating in workers makes it contiguous, in the
             # main process it keeps the clips' strides): convolution results depend on it in the last bits.
             frames = model.normalize(batch["frames"].to(device, non_blocking=True).contiguous())
-            masks, valid = batch["masks"].to(device), batch["valid"].to(device)
+            masks = batch["masks"].to(device, non_blocking=True)
+            valid = batch["valid"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 outputs = net(frames, list(batch["text"]), label_logits=deep_supervision)
             logits = outputs[0] if deep_supervision else outputs
