@@ -21,9 +21,11 @@ not from a ``yofo synth`` folder (:meth:`VideoSegmenter.check_footage`; :meth:`s
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -35,10 +37,10 @@ from torch import Tensor
 from yofo.data.records import fit_within
 from yofo.data.synthetic import benchmark_root
 from yofo.engine.distributed import resolve_device
-from yofo.errors import InputError
+from yofo.errors import InputError, VideoError
 from yofo.model.image_encoder import normalize
 from yofo.model.yofo import YOFO, StreamState
-from yofo.video_io import VideoSource, open_video
+from yofo.video_io import Mp4Writer, VideoSource, open_video, render_overlay, write_palette_png
 
 Frames = str | os.PathLike | VideoSource | np.ndarray | Iterable[np.ndarray]
 log = logging.getLogger(__name__)
@@ -242,3 +244,45 @@ class VideoSegmenter:
         if resized != self._frame_size:
             logits = F.interpolate(logits[None], size=self._frame_size, mode="bilinear", align_corners=False)[0]
         return logits
+
+
+def segment_to_folder(
+    segmenter: VideoSegmenter,
+    frames: Iterable[tuple[str, np.ndarray]],
+    texts: Sequence[str],
+    folder: str | os.PathLike,
+    overlay_fps: float | None = None,
+    name: str = "the video",
+) -> int:
+    """Segment a video into ``folder``: what ``yofo segment`` and ``yofo serve`` write.
+
+    Args:
+        segmenter: the segmenter; :meth:`VideoSegmenter.start` is called here with ``texts``.
+        frames: ``(name, uint8 RGB (H, W, 3))`` pairs, e.g. :meth:`yofo.video_io.VideoSource.iter_named`
+            (wrapped in a progress bar by the caller).
+        texts: K sentences; object k of the masks is sentence k.
+        folder: an existing folder; gets ``<name>.png`` per frame (palette PNGs, 0 background, k object k,
+            the highest logit where sentences overlap), ``sentences.json`` ({k: sentence}) and, with
+            ``overlay_fps``, ``overlay.mp4`` (coloured masks and a legend at that frame rate).
+        name: the video in error messages.
+
+    Returns:
+        the number of frames.
+
+    Raises:
+        VideoError: no frame could be decoded.
+    """
+    folder = Path(folder)
+    segmenter.start(texts)
+    (folder / "sentences.json").write_text(json.dumps({str(k): t for k, t in enumerate(segmenter.texts, 1)}, indent=1))
+    count = 0
+    with Mp4Writer(folder / "overlay.mp4", fps=overlay_fps) if overlay_fps else nullcontext() as writer:
+        for name, frame in frames:
+            ids = label_map(segmenter.step_logits(frame), segmenter.threshold)
+            write_palette_png(folder / f"{name}.png", ids)
+            if writer is not None:
+                writer.write(render_overlay(frame, ids, segmenter.texts))
+            count += 1
+        if count == 0:
+            raise VideoError(f"{name}: no frames could be decoded")
+    return count
