@@ -8,8 +8,8 @@ The page shows the checkpoint and what it was trained on (:func:`yofo.engine.che
 takes an upload (mp4/mov/webm/avi/mkv or a jpg/png image) or one of a few example videos synthesized at
 start-up from the synthetic benchmark (a ``yofo synth`` folder in a temporary directory, nothing shipped),
 and one sentence per line. Segment runs :func:`yofo.predictor.segment_to_folder` (the same as ``yofo
-segment``: one :class:`yofo.predictor.VideoSegmenter` per model, one request at a time) with a progress bar
-on the page, then shows the overlay video and offers the palette PNGs as a zip. Runs can be cancelled.
+segment``: one :class:`yofo.predictor.VideoSegmenter` per model, one request at a time), showing the frames
+done on the page, then shows the overlay video and offers the palette PNGs as a zip. Runs can be cancelled.
 
 Bad input (a corrupt upload, no sentence, a video over the frame limit) is a message on the page; the
 server goes on serving. Uploads are refused above ``Limits.max_upload_mb``. Results live in a temporary
