@@ -9,10 +9,10 @@ must listen on 127.0.0.1 only, and the page must load nothing from anywhere else
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zipfile
@@ -58,11 +58,13 @@ def _listening(port: int) -> set[str]:
 def server(tmp_path_factory):
     """``yofo serve`` with the shipped checkpoint on a free port: its URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
+    folder = tmp_path_factory.mktemp("serve")
+    log, temp = folder / "server.log", folder / "tmp"
+    temp.mkdir()
     with log.open("w") as handle:
         process = subprocess.Popen([sys.executable, "-m", "yofo", "serve", "--checkpoint", str(SHIPPED), "--port",
                                     str(port)], stdout=handle, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                   env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(temp)})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180
     while True:
@@ -73,9 +75,8 @@ def server(tmp_path_factory):
             assert process.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
-    yield {"url": url, "port": port, "process": process, "log": log}
-    process.terminate()
-    process.wait(timeout=60)
+    yield {"url": url, "port": port, "process": process, "log": log, "tmp": temp}
+    process.kill()
 
 
 def test_serves_on_localhost_only(server):
@@ -160,3 +161,59 @@ def test_page_segments_a_video_as_yofo_segment_does(server, tmp_path):
                 with Image.open(expected / name) as image:
                     assert np.array_equal(served, np.asarray(image)), name
     assert server["process"].poll() is None  # still serving after the bad requests
+
+
+def test_a_long_run_can_be_cancelled(server, tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import expect, sync_playwright
+
+    upload = tmp_path / "long.mp4"
+    with Mp4Writer(upload, fps=25) as writer:
+        for t in range(240):
+            frame = np.full((480, 640, 3), 90, dtype=np.uint8)
+            frame[100:200, t : t + 100] = (220, 30, 30)
+            writer.write(frame)
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        try:
+            page = context.new_page()
+            page.goto(server["url"])
+            page.set_input_files("#upload input[type=file]", str(upload))
+            page.fill("#sentences textarea", "the red square")
+            page.click("#segment")
+            expect(page.locator("#message")).to_contain_text("Segmenting… frame", timeout=60_000)
+            page.click("#cancel")
+            expect(page.locator("#message")).to_have_text("Cancelled.", timeout=30_000)
+        finally:
+            context.close()
+    deadline = time.monotonic() + 60
+    while "request cancelled at frame" not in server["log"].read_text():  # the work stopped, not only the page
+        assert time.monotonic() < deadline, server["log"].read_text()[-2000:]
+        time.sleep(0.2)
+    done = int(server["log"].read_text().split("request cancelled at frame ")[1].split()[0])
+    assert done < 240
+
+
+def test_too_long_video_is_refused(tmp_path):
+    from yofo.errors import InputError
+    from yofo.serve import Limits, Segmentation, parse_sentences
+
+    video = tmp_path / "clip.mp4"
+    with Mp4Writer(video, fps=8) as writer:
+        for _ in range(8):
+            writer.write(np.full((64, 96, 3), 90, dtype=np.uint8))
+    handler = Segmentation(SHIPPED, Limits(max_frames=5), tmp_path, [])
+    with pytest.raises(InputError, match="at most 5"):
+        handler(str(video), "the red circle", {}, {"done": 0, "total": None}, threading.Event())
+    with pytest.raises(InputError, match="at least one sentence"):
+        parse_sentences(" \n\n")
+    assert parse_sentences("the red circle\n\n  the square  \n") == ["the red circle", "the square"]
+
+
+def test_stopping_removes_temporary_files(server):
+    assert any(server["tmp"].glob("yofo-serve-*/gradio"))  # Gradio's copies went into yofo's folder
+    server["process"].terminate()
+    assert server["process"].wait(timeout=60) in (0, 130)
+    assert list(server["tmp"].glob("yofo-serve-*")) == [] and not (server["tmp"] / "gradio").exists()

@@ -204,6 +204,9 @@ def build_app(checkpoint: str | Path, limits: Limits = Limits(), scratch: str | 
         def work() -> None:
             try:
                 outcome["result"] = handler(upload, sentences, state, progress, stop)
+            except Cancelled as err:
+                print(f"request cancelled at frame {progress['done']}", flush=True)
+                outcome["error"] = err
             except BaseException as err:  # noqa: BLE001 - handed to the page below
                 outcome["error"] = err
 
@@ -219,6 +222,8 @@ def build_app(checkpoint: str | Path, limits: Limits = Limits(), scratch: str | 
             stop.set()
             worker.join()
         error = outcome.get("error")
+        if isinstance(error, Cancelled):  # the generator was closed: nothing more to send
+            return
         if isinstance(error, YofoError):  # bad input: a message on the page, not a traceback
             raise gr.Error(str(error), print_exception=False)
         if error is not None:
@@ -248,21 +253,28 @@ def build_app(checkpoint: str | Path, limits: Limits = Limits(), scratch: str | 
                                   interactive=False)
         event = run.click(segment, [upload, sentences, state], [message, overlay, archive, state],
                           concurrency_limit=1)
-        cancel.click(None, cancels=[event])
+        cancel.click(lambda: "Cancelled.", None, message, cancels=[event])
     return app
 
 
 def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 7860, limits: Limits = Limits()) -> None:
-    """Build the page and serve it until interrupted; the temporary folder is removed on exit."""
-    import gradio as gr
+    """Build the page and serve it until interrupted; the temporary folder is removed on exit.
 
-    # System fonts only: the default theme would fetch its fonts from the network.
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    Gradio's own copies of uploads and results go into that folder too (``GRADIO_TEMP_DIR``, which Gradio
+    reads when it is imported: here, unless the process imported it before).
+    """
+
     def stop(signum, frame):  # `kill`: stop as on Ctrl-C, so that the temporary folder is removed
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     with tempfile.TemporaryDirectory(prefix="yofo-serve-") as scratch:
+        os.environ["GRADIO_TEMP_DIR"] = str(Path(scratch) / "gradio")
+        import gradio as gr
+
+        # System fonts only: the default theme would fetch its fonts from the network.
+        theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                                  font_mono=["ui-monospace", "monospace"])
         app = build_app(checkpoint, limits, scratch)
         app.queue(default_concurrency_limit=1, max_size=16).launch(
             server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False, mcp_server=False,

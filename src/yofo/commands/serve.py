@@ -10,6 +10,7 @@ says otherwise (``--host 0.0.0.0`` makes the page reachable from other machines)
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from yofo.threads import add_threads_argument, set_threads
@@ -31,10 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from yofo.engine.checkpoint import read_metadata
     from yofo.errors import InputError
 
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise InputError("yofo serve needs Gradio, an optional extra: pip install -e '.[web]'") from None
+    try:  # not imported here: yofo.serve sets where Gradio keeps its files before importing it
+        available = importlib.util.find_spec("gradio") is not None
+    except ValueError:  # in sys.modules as None: unavailable
+        available = False
+    if not available:
+        raise InputError("yofo serve needs Gradio, an optional extra: pip install -e '.[web]'")
     from yofo.serve import Limits, serve
 
     if args.max_upload_mb <= 0 or args.max_frames < 1 or not 0 < args.port < 65536:
