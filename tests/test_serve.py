@@ -117,17 +117,21 @@ def test_page_segments_a_video_as_yofo_segment_does(server, tmp_path):
             expect(page.get_by_text("Trained on yofo synthetic benchmark")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("knows only the synthetic benchmark's coloured shapes")).to_be_visible()
 
-            def error_shown(text: str) -> None:
+            def error_shown(text: str) -> str:
                 toast = page.locator(".toast-body").filter(has_text=text)
                 expect(toast.first).to_be_visible(timeout=60_000)
+                shown = toast.first.inner_text()
                 page.locator(".toast-close").first.click()
+                return shown
 
             page.click("#segment")
             error_shown("upload a video or an image, or pick an example")
             page.set_input_files("#upload input[type=file]", str(corrupt))
             page.fill("#sentences textarea", sentence)
             page.click("#segment")
-            error_shown("not a readable video")
+            shown = error_shown("corrupt.mp4: not a readable video")
+            assert str(tmp_path) not in shown and "/corrupt.mp4" not in shown, shown  # not the server's copy
+            (tmp_path / "bad-upload-message.txt").write_text(shown)
             page.locator("#upload button[aria-label='Clear']").first.click()
             page.set_input_files("#upload input[type=file]", str(upload))
             page.fill("#sentences textarea", "  \n ")

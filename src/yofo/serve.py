@@ -225,7 +225,9 @@ def build_app(checkpoint: str | Path, limits: Limits = Limits(), scratch: str | 
         if isinstance(error, Cancelled):  # the generator was closed: nothing more to send
             return
         if isinstance(error, YofoError):  # bad input: a message on the page, not a traceback
-            raise gr.Error(str(error), print_exception=False)
+            # name the upload as the user knows it, not by the server's copy of it
+            text = str(error).replace(str(upload), Path(upload).name) if upload else str(error)
+            raise gr.Error(text, print_exception=False)
         if error is not None:
             raise error
         yield *outcome["result"], state
