@@ -63,7 +63,7 @@ def server(tmp_path_factory):
     temp.mkdir()
     with log.open("w") as handle:
         process = subprocess.Popen([sys.executable, "-m", "yofo", "serve", "--checkpoint", str(SHIPPED), "--port",
-                                    str(port)], stdout=handle, stderr=subprocess.STDOUT,
+                                    str(port), "--max-upload-mb", "1"], stdout=handle, stderr=subprocess.STDOUT,
                                    env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(temp)})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180
@@ -81,6 +81,15 @@ def server(tmp_path_factory):
 
 def test_serves_on_localhost_only(server):
     assert _listening(server["port"]) == {"0100007F"}  # 127.0.0.1, not 0.0.0.0 or ::
+
+
+def test_uploads_over_the_limit_are_refused(server):
+    import httpx
+
+    upload = f"{server['url']}gradio_api/upload"
+    refused = httpx.post(upload, files={"files": ("big.mp4", os.urandom(1_200_000))}, timeout=60)
+    assert refused.status_code == 413 and "exceeded maximum allowed size" in refused.text
+    assert httpx.post(upload, files={"files": ("small.mp4", os.urandom(10_000))}, timeout=60).status_code == 200
 
 
 def test_without_gradio_one_line_tells_how_to_install(monkeypatch, capsys):

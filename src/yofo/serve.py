@@ -280,7 +280,7 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 7860, lim
         app = build_app(checkpoint, limits, scratch)
         app.queue(default_concurrency_limit=1, max_size=16).launch(
             server_name=host, server_port=port, share=False, inbrowser=False, ssr_mode=False, mcp_server=False,
-            max_file_size=f"{limits.max_upload_mb:g}mb", allowed_paths=[scratch], theme=theme, footer_links=[],
+            max_file_size=int(limits.max_upload_mb * 1e6), allowed_paths=[scratch], theme=theme, footer_links=[],
             quiet=True, prevent_thread_lock=True,
         )
         print(f"serving {checkpoint} on http://{host}:{port} (Ctrl-C to stop)", flush=True)
