@@ -180,6 +180,50 @@ def test_render_overlay_colours_objects_and_draws_legend():
         render_overlay(frame, ids[:10], ["a swan"])
 
 
+@pytest.mark.parametrize("size, sentences", [((96, 160), 1), ((96, 160), 2), ((480, 854), 2), ((480, 854), 4)])
+def test_overlay_legend_is_a_strip_that_scales_with_the_frame(size, sentences):
+    frame = np.full((*size, 3), 200, dtype=np.uint8)
+    out = render_overlay(frame, np.zeros(size, np.uint8), ["the square moving left"] * sentences)
+    rows = np.flatnonzero((out != frame).any(axis=(1, 2)))
+    assert rows[0] == 0 and rows[-1] + 1 <= size[0] / 4  # the legend: at most a quarter of the height
+    if size[0] == 480:  # large frames get larger text than the 96-pixel ones (7-10 px there)
+        assert rows[-1] + 1 >= 480 / 32 * (1.5 * sentences)
+
+
+def test_output_folder_is_locked_while_written(tmp_path):
+    target = tmp_path / "out"
+    with atomic_output_dir(target) as temp:
+        (temp / "a.txt").write_text("first")
+        assert (tmp_path / ".out.lock").is_file()
+        with pytest.raises(InputError, match="another run is writing it"):
+            with atomic_output_dir(target):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # lock released and removed
+    assert [p.name for p in target.iterdir()] == ["a.txt"]
+    (tmp_path / ".out.lock").write_text("")  # left by a killed run: no process holds it
+    with atomic_output_dir(target) as temp:
+        (temp / "b.txt").write_text("second")
+    assert [p.name for p in target.iterdir()] == ["b.txt"]
+
+
+def test_output_folder_without_overwrite_is_kept(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    with atomic_output_dir(target, overwrite=False) as temp:  # empty: used
+        (temp / "a.txt").write_text("first")
+    with pytest.raises(InputError, match="pass --overwrite"):
+        with atomic_output_dir(target, overwrite=False):
+            pass
+    with pytest.raises(InputError, match="not empty"):  # filled while the run wrote elsewhere
+        with atomic_output_dir(tmp_path / "late", overwrite=False) as temp:
+            (temp / "mine.txt").write_text("mine")
+            (tmp_path / "late").mkdir()
+            (tmp_path / "late" / "theirs.txt").write_text("theirs")
+    assert [p.name for p in (tmp_path / "late").iterdir()] == ["theirs.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late", "out"]
+    assert [p.name for p in target.iterdir()] == ["a.txt"]
+
+
 def test_atomic_output_dir_replaces_only_on_success(tmp_path):
     target = tmp_path / "out"
     target.mkdir()

@@ -2,19 +2,37 @@
 
 Each sub-command lives in ``yofo.commands.<name>`` and exposes ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Errors meant for users (:class:`yofo.errors.YofoError`)
-are printed as one line and exit with code 2.
+are printed as one line and exit with code 2. Warnings of the ``yofo`` loggers are one line each on stderr
+(``warning: ...``), printed above a running progress bar; results go to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from typing import Sequence
 
 from yofo.errors import YofoError
 
-COMMANDS = ("synth", "data", "train", "eval", "segment", "bench", "demo", "ablate")
+COMMANDS = ("synth", "data", "train", "eval", "segment", "info", "serve", "bench", "demo", "ablate")
+
+
+class _OneLine(logging.Handler):
+    """``warning: <message>`` on stderr through tqdm, so that a progress bar being drawn stays intact."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("yofo")
+    if not any(isinstance(handler, _OneLine) for handler in logger.handlers):
+        logger.addHandler(_OneLine())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,14 +70,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    _log_to_stderr()
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe fails here, not in the interpreter's exit
+        return code
     except YofoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `yofo ... | head`: the reader left; the outputs are written, say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -227,6 +227,14 @@ def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def model_config_differences(saved: Any, wanted: Any) -> list[str]:
+    """Dotted keys where two model configs differ, sorted; ``image_encoder.weights`` is not compared: it only
+    initialises a new model and does not change the network."""
+    saved, wanted = flatten_config(saved), flatten_config(wanted)
+    return [k for k in sorted(set(saved) | set(wanted))
+            if k != "image_encoder.weights" and saved.get(k) != wanted.get(k)]
+
+
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, update)

@@ -51,6 +51,7 @@ from yofo.engine.train import stage_steps
 from yofo.engine.train import train as train_model
 from yofo.errors import CheckpointError, InputError
 from yofo.predictor import VideoSegmenter, label_map
+from yofo.threads import DEFAULT_THREADS, set_threads
 from yofo.video_io import DAVIS_PALETTE, Mp4Writer, atomic_output_dir, render_overlay
 
 DEFAULT_CHECKPOINT = Path("checkpoints/yofo-synthetic.safetensors")
@@ -391,7 +392,7 @@ def run_demo(
     minutes: float | None = None,
     videos: int = 3,
     valid: int | None = None,
-    threads: int = 1,
+    threads: int = DEFAULT_THREADS,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the demo (module docstring) and return the content of ``OUT/metrics.json``.
@@ -404,8 +405,7 @@ def run_demo(
         minutes: with ``train``, the training time budget; None trains the config's full schedule.
         videos: number of valid videos rendered as overlay MP4s.
         valid: number of valid videos synthesized and evaluated; default the benchmark's valid count.
-        threads: torch intra-op threads. The benchmark's 96×160 frames leave little work per operation to
-            split, and spinning worker threads slow everything down on a busy machine, so 1 is the default.
+        threads: torch intra-op threads, 0 for torch's default (:mod:`yofo.threads`, whose default this is).
         progress: progress bars.
 
     Raises:
@@ -419,12 +419,12 @@ def run_demo(
                               f"--checkpoint, or train one with `yofo demo --train`)")
     settings = synth_settings(None if train else checkpoint)
     valid = settings["valid"] if valid is None else valid
-    if valid < 1 or videos < 0 or threads < 1:
-        raise InputError(f"valid videos ({valid}) and threads ({threads}) must be >= 1, overlay videos ({videos}) >= 0")
+    if valid < 1 or videos < 0:
+        raise InputError(f"valid videos ({valid}) must be >= 1, overlay videos ({videos}) >= 0")
     if minutes is not None and minutes <= 0:
         raise InputError(f"minutes: {minutes} must be positive")
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    threads = set_threads(threads)
     try:
         with atomic_output_dir(out) as folder, tempfile.TemporaryDirectory(prefix="yofo-demo-") as scratch:
             data = Path(scratch) / "synth"

@@ -13,12 +13,20 @@ Pre-processing (fit into the model's input box keeping the aspect ratio, pad rig
 ImageNet normalisation) and post-processing (un-pad, resize the logits back, threshold) live here, so the
 model stays a pure module (STYLE: SAM's predictor). The K sentences of a session share the per-frame work
 (image encoder, Φ, the image-only decoder branches; DESIGN §1): the model streams them as one state.
+
+A model that knows only the synthetic benchmark (``yofo info``: trained on the yofo synthetic benchmark)
+says so, once per segmenter, as a one-line warning of the ``yofo`` logger, when it is given footage that is
+not from a ``yofo synth`` folder (:meth:`VideoSegmenter.check_footage`; :meth:`segment` checks paths).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -27,12 +35,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from yofo.data.records import fit_within
+from yofo.data.synthetic import benchmark_root
 from yofo.engine.distributed import resolve_device
-from yofo.errors import InputError
+from yofo.errors import InputError, VideoError
 from yofo.model.yofo import YOFO, StreamState
-from yofo.video_io import VideoSource, open_video
+from yofo.video_io import Mp4Writer, VideoSource, open_video, render_overlay, write_palette_png
 
 Frames = str | os.PathLike | VideoSource | np.ndarray | Iterable[np.ndarray]
+log = logging.getLogger(__name__)
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:
@@ -121,11 +131,34 @@ class VideoSegmenter:
         self.texts: list[str] = []
         self._state: StreamState | None = None
         self._frame_size: tuple[int, int] | None = None
+        self._warned = False
 
     @property
     def state(self) -> StreamState | None:
         """The model's stream state of the current video (memory FIFO, filters); None before :meth:`start`."""
         return self._state
+
+    def check_footage(self, source: str | os.PathLike) -> str | None:
+        """The notice for a synthetic-only model on footage that is not from the synthetic benchmark.
+
+        ``source`` (a video, frame folder, image or dataset root) is the benchmark's when it lies inside a
+        folder written by ``yofo synth`` (:func:`yofo.data.synthetic.benchmark_root`). The first notice of
+        this segmenter is also logged as a warning (one line on stderr).
+
+        Returns:
+            the notice, or None when the model is not known to be synthetic-only or the footage is synthetic.
+        """
+        trained_on = self.model.trained_on
+        if trained_on is None or not trained_on.synthetic_only or benchmark_root(source) is not None:
+            return None
+        notice = (f"{self.model.checkpoint} knows only the yofo synthetic benchmark's coloured shapes"
+                  + ("" if trained_on.recorded else " (inferred, see `yofo info`)")
+                  + f"; {Path(source).name} is not from that benchmark: expect poor or empty masks "
+                  f"(README, \"Segment your own video\")")
+        if not self._warned:
+            log.warning(notice)
+            self._warned = True
+        return notice
 
     @torch.inference_mode()
     def start(self, texts: Sequence[str]) -> None:
@@ -179,6 +212,8 @@ class VideoSegmenter:
         """
         if isinstance(frames, (str, os.PathLike)):
             frames = open_video(frames)
+        if isinstance(frames, VideoSource):
+            self.check_footage(frames.path)
         elif isinstance(frames, np.ndarray) and frames.ndim != 4:
             raise InputError(f"frames: expected a uint8 array (T, H, W, 3), got shape {frames.shape}")
         self.start(texts)
@@ -208,3 +243,45 @@ class VideoSegmenter:
         if resized != self._frame_size:
             logits = F.interpolate(logits[None], size=self._frame_size, mode="bilinear", align_corners=False)[0]
         return logits
+
+
+def segment_to_folder(
+    segmenter: VideoSegmenter,
+    frames: Iterable[tuple[str, np.ndarray]],
+    texts: Sequence[str],
+    folder: str | os.PathLike,
+    overlay_fps: float | None = None,
+    name: str = "the video",
+) -> int:
+    """Segment a video into ``folder``: what ``yofo segment`` and ``yofo serve`` write.
+
+    Args:
+        segmenter: the segmenter; :meth:`VideoSegmenter.start` is called here with ``texts``.
+        frames: ``(name, uint8 RGB (H, W, 3))`` pairs, e.g. :meth:`yofo.video_io.VideoSource.iter_named`
+            (wrapped in a progress bar by the caller).
+        texts: K sentences; object k of the masks is sentence k.
+        folder: an existing folder; gets ``<name>.png`` per frame (palette PNGs, 0 background, k object k,
+            the highest logit where sentences overlap), ``sentences.json`` ({k: sentence}) and, with
+            ``overlay_fps``, ``overlay.mp4`` (coloured masks and a legend at that frame rate).
+        name: the video in error messages.
+
+    Returns:
+        the number of frames.
+
+    Raises:
+        VideoError: no frame could be decoded.
+    """
+    folder = Path(folder)
+    segmenter.start(texts)
+    (folder / "sentences.json").write_text(json.dumps({str(k): t for k, t in enumerate(segmenter.texts, 1)}, indent=1))
+    count = 0
+    with Mp4Writer(folder / "overlay.mp4", fps=overlay_fps) if overlay_fps else nullcontext() as writer:
+        for name, frame in frames:
+            ids = label_map(segmenter.step_logits(frame), segmenter.threshold)
+            write_palette_png(folder / f"{name}.png", ids)
+            if writer is not None:
+                writer.write(render_overlay(frame, ids, segmenter.texts))
+            count += 1
+        if count == 0:
+            raise VideoError(f"{name}: no frames could be decoded")
+    return count

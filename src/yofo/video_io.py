@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from yofo.errors import InputError, VideoError
-from yofo.files import atomic_write, temp_beside, umask
+from yofo.files import atomic_write, exclusive_lock, temp_beside, umask
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".webm", ".mkv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -337,7 +337,9 @@ def _draw_legend(image: Image.Image, labels: Sequence[str]) -> None:
     if not labels:
         return
     draw = ImageDraw.Draw(image, "RGBA")
-    font_size = max(10, image.height // 32)
+    # 1/32 of the height (at least 10 px), smaller where the legend would take more than a quarter of the
+    # frame's height (its height is about (1.5 K + 0.5) font sizes), but never below 7 px
+    font_size = max(7, min(max(10, image.height // 32), int(image.height / 4 / (1.5 * len(labels) + 0.5))))
     font = ImageFont.load_default(size=font_size)
     margin, swatch = font_size // 2, font_size
     max_width = image.width - 3 * margin - swatch
@@ -359,33 +361,50 @@ def _draw_legend(image: Image.Image, labels: Sequence[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Build an output folder in a temporary folder beside it; move it into place only on success.
 
-    An existing folder at ``path`` is replaced when the block succeeds and left untouched when it fails, so
-    an output folder is never left half-written.
+    An existing folder at ``path`` is replaced when the block succeeds and left untouched when it fails
+    (an exception or Ctrl-C), so an output folder is never left half-written. While the block runs, the
+    lock file ``.<name>.lock`` beside the folder is held (:func:`yofo.files.exclusive_lock`): a second run
+    into the same folder fails at once instead of both reporting success with only the last one's result.
+
+    Args:
+        path: the output folder.
+        overwrite: replace an existing non-empty folder; False refuses one (an empty one is always used).
 
     Yields:
         the temporary folder to write into.
 
     Raises:
-        InputError: ``path`` exists and is not a folder.
+        InputError: ``path`` exists and is not a folder, is not empty (without ``overwrite``), or another
+            run is writing it.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: output exists and is not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(temp, 0o777 & ~umask())  # mkdtemp's 0700 would make the output private to its writer
-    try:
-        yield temp
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    old = None
-    if path.exists():  # a folder cannot be os.replace'd over a non-empty one: swap it aside first
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-        os.replace(path, old / path.name)
-    os.replace(temp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with exclusive_lock(path.parent / f".{path.name}.lock", f"{path}: output folder"):
+        if not overwrite:
+            _refuse_non_empty(path)
+        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(temp, 0o777 & ~umask())  # mkdtemp's 0700 would make the output private to its writer
+        try:
+            yield temp
+            if not overwrite:  # filled meanwhile by something that takes no lock
+                _refuse_non_empty(path)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        old = None
+        if path.exists():  # a folder cannot be os.replace'd over a non-empty one: swap it aside first
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(temp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _refuse_non_empty(path: Path) -> None:
+    if path.is_dir() and any(path.iterdir()):
+        raise InputError(f"{path}: output folder exists and is not empty; pass --overwrite to replace it")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,8 @@ def test_parameter_groups_follow_the_two_stage_recipe(micro):
     assert not any(p.requires_grad for p in model.text_encoder.bert.parameters())
 
 
-def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, tmp_path, capsys, single_thread):
+def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, synth_root, tmp_path, capsys,
+                                                                         single_thread):
     out = tmp_path / "run"
     assert main(["train", "tiny", *micro, *TWO_STAGES, "--out", str(out), "--no-progress"]) == 0
     folders = list((out / "checkpoints").iterdir())
@@ -64,9 +66,17 @@ def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, 
     assert sorted(p.name for p in folders[0].iterdir()) == ["model.safetensors", "train_state.pt"]
     assert (out / "model.safetensors").samefile(folders[0] / "model.safetensors") or \
         (out / "model.safetensors").read_bytes() == (folders[0] / "model.safetensors").read_bytes()
-    assert read_metadata(out / "model.safetensors")["step"] == "2"
+    meta = read_metadata(out / "model.safetensors")
+    assert meta["step"] == "2"
+    # what the model knows: the synthetic benchmark, by folder name and with its generator settings
+    synth = json.loads((synth_root / "synth.json").read_text())
+    assert json.loads(meta["trained_on"]) == [{"format": "ytvos", "root": synth_root.name, "split": "train",
+                                               "weight": 1.0, "synth": synth}]
+    assert json.loads(meta["synth"]) == synth
     model = yofo.load(out / "model.safetensors")
     assert model.cfg.fm.dim == 16
+    assert model.trained_on.recorded and model.trained_on.synthetic_only
+    assert model.trained_on.summary.startswith(f"yofo synthetic benchmark ('{synth_root.name}': yofo synth seed 0, 4 train")
     with (out / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["step"], r["stage"], r["epoch"]) for r in rows] == [("1", "1", "1"), ("2", "2", "2")]

@@ -35,6 +35,7 @@ from typing import Iterator
 import numpy as np
 
 from yofo.errors import ConfigError, InputError
+from yofo.threads import DEFAULT_THREADS, add_threads_argument, set_threads
 
 HELP = "measure inference speed (image encoder, full pipeline per number of sentences) and peak memory"
 
@@ -76,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--channels-last", action=argparse.BooleanOptionalAction, default=None,
         help="channels-last memory format (default: as VideoSegmenter, on CPU only)",
     )
+    add_threads_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -89,6 +91,7 @@ class BenchSpec:
     size: tuple[int, int]
     device: str
     channels_last: bool | None = None
+    threads: int = DEFAULT_THREADS  # torch CPU threads (yofo.threads), in every process that measures
 
 
 def build_bench_model(spec: BenchSpec):
@@ -286,6 +289,7 @@ def peak_rss_mb() -> float:
 def peak_rss_child(spec: dict, objects: int, length: int) -> float:
     """In a fresh process: stream ``length`` frames with ``objects`` sentences; peak RSS in MB."""
     spec = BenchSpec(**spec)
+    set_threads(spec.threads)
     segmenter = bench_segmenter(spec, build_bench_model(spec)[0])
     segmenter.start(sentences(objects))
     for frame in synthetic_frames(spec.size, length):
@@ -313,11 +317,13 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint and args.overrides:
         raise InputError("config overrides apply to --config; a --checkpoint carries its own model config")
     resolve_device(args.device)  # a bad device fails here, not in a child process
-    spec = BenchSpec(args.config, tuple(args.overrides), args.checkpoint, args.size, args.device, args.channels_last)
+    spec = BenchSpec(args.config, tuple(args.overrides), args.checkpoint, args.size, args.device, args.channels_last,
+                     args.threads)
     log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else print
 
     import torch
 
+    set_threads(spec.threads)
     model, text_encoder, note = build_bench_model(spec)
     segmenter = bench_segmenter(spec, model)
     if note:

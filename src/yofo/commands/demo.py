@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from yofo.threads import add_threads_argument
+
 HELP = "demo: evaluate the shipped synthetic-benchmark model, render overlays and write report.md"
 
 
@@ -27,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=3, help="valid videos rendered as overlay MP4s (default 3)")
     parser.add_argument("--valid", type=int, default=None,
                         help="valid videos synthesized and evaluated (default: the benchmark's, 50)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: faster than several on the demo's small frames)")
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from yofo.threads import add_threads_argument, set_threads
+
 HELP = "evaluate a checkpoint on Ref-YouTube-VOS, Ref-DAVIS17 or the synthetic benchmark (J, F, J&F)"
 
 
@@ -46,9 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the control's shuffle (default 0)")
     parser.add_argument("--max-videos", type=int, default=None, help="evaluate only the first N videos")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads per process (default: torch's choice; 1 is often faster for "
-                             "small frames or on a busy machine)")
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -57,15 +57,9 @@ def _fmt(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from yofo.engine.evaluate import DEFAULT_SPLITS, evaluate
-    from yofo.errors import InputError
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads: {args.threads} must be >= 1")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     split = args.split or DEFAULT_SPLITS[args.format]
     out = args.out or Path("eval") / f"{args.format}_{split}"
     result = evaluate(

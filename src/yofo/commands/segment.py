@@ -5,20 +5,20 @@
 
 writes ``masks/<frame>.png`` (palette PNGs; object k = sentence k, overlaps go to the highest score),
 ``masks/sentences.json`` ({k: sentence}) and, with ``--overlay``, ``masks/overlay.mp4`` (coloured masks and
-a legend). The folder appears only when every frame is done; an existing one is replaced then.
+a legend). The folder appears only when every frame is done (an interrupted run leaves none, and an earlier
+folder untouched); a non-empty existing one is replaced only with ``--overwrite``, and a second run into the
+same folder while one is writing it fails (exit 2). Progress goes to stderr, the summary line to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 from tqdm import tqdm
 
-from yofo.errors import VideoError
+from yofo.threads import add_threads_argument, set_threads
 
 HELP = "segment the objects that sentences describe in a video (mp4/mov/avi/webm/mkv, frame folder or image)"
 
@@ -30,39 +30,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--text", action="append", required=True, metavar="SENTENCE",
         help="a sentence describing one object; repeat for several objects (object k = k-th --text)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder (replaced when done)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (absent or empty, or --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out when the run succeeds")
     parser.add_argument("--overlay", action="store_true", help="also write overlay.mp4 with coloured masks")
     parser.add_argument("--stride", type=int, default=1, help="segment every N-th frame (default 1)")
     parser.add_argument("--threshold", type=float, default=0.0, help="mask = logit > threshold (default 0)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add_threads_argument(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from yofo.engine.checkpoint import load_model
-    from yofo.predictor import VideoSegmenter, check_texts, label_map
-    from yofo.video_io import Mp4Writer, atomic_output_dir, open_video, render_overlay, write_palette_png
+    from yofo.engine.checkpoint import load_model, read_metadata
+    from yofo.predictor import VideoSegmenter, check_texts, segment_to_folder
+    from yofo.video_io import atomic_output_dir, open_video
 
-    texts = check_texts(args.text)  # fail before the slow steps
+    texts = check_texts(args.text)  # every input is checked before the output folder and the slow steps
     source = open_video(args.video, stride=args.stride)
-    segmenter = VideoSegmenter(load_model(args.checkpoint), device=args.device, threshold=args.threshold)
-
-    start = time.perf_counter()
-    count = 0
-    with atomic_output_dir(args.out) as out:
-        segmenter.start(texts)
-        (out / "sentences.json").write_text(json.dumps({str(k): t for k, t in enumerate(texts, 1)}, indent=1))
-        overlay = Mp4Writer(out / "overlay.mp4", fps=source.fps or 25.0) if args.overlay else nullcontext()
-        with overlay as writer:
-            frames = tqdm(source.iter_named(), total=source.num_frames, desc="segment", unit="frame", disable=None)
-            for name, frame in frames:
-                ids = label_map(segmenter.step_logits(frame), args.threshold)
-                write_palette_png(out / f"{name}.png", ids)
-                if writer is not None:
-                    writer.write(render_overlay(frame, ids, texts))
-                count += 1
-            if count == 0:
-                raise VideoError(f"{args.video}: no frames could be decoded")
-    seconds = time.perf_counter() - start
+    read_metadata(args.checkpoint)
+    threads = set_threads(args.threads)
+    with atomic_output_dir(args.out, overwrite=args.overwrite) as out:  # locked from here: a second run fails now
+        segmenter = VideoSegmenter(load_model(args.checkpoint), device=args.device, threshold=args.threshold)
+        segmenter.check_footage(args.video)
+        start = time.perf_counter()
+        with tqdm(source.iter_named(), total=source.num_frames, desc="segment", unit="frame", dynamic_ncols=True,
+                  disable=True if args.no_progress else None) as frames:
+            count = segment_to_folder(segmenter, frames, texts, out, (source.fps or 25.0) if args.overlay else None,
+                                      name=str(args.video))
+        seconds = time.perf_counter() - start
     print(f"segmented {count} frames x {len(texts)} sentences in {seconds:.1f} s "
-          f"({count / seconds:.2f} frames/s) -> {args.out}")
+          f"({count / seconds:.2f} frames/s, {threads} thread(s)) -> {args.out}")
     return 0

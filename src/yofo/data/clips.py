@@ -40,7 +40,7 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from yofo.data.augment import augment_clip
-from yofo.data.load import as_spec, load_dataset
+from yofo.data.load import dataset_specs, load_dataset
 from yofo.data.records import (
     VOID, ImageRef, Video, fit_within, read_frame, read_mask, refuse_problems, resize_labels
 )
@@ -131,12 +131,7 @@ class ClipDataset(Dataset):
         self.max_gap = int(data.max_gap)
         self.pair_expressions = bool(data.pair_expressions)
         self.augment = data.augment
-        if data.root:
-            specs = [as_spec({"format": "ytvos", "root": data.root, "split": "train"}, "data")]
-        elif data.datasets:
-            specs = [as_spec(spec, f"data.datasets.{i}") for i, spec in enumerate(data.datasets)]
-        else:
-            raise DatasetError("no training data: set data.root (a Ref-YouTube-VOS-layout folder) or data.datasets")
+        specs = dataset_specs(data)
         self.names: list[str] = []
         self.records: list[list[Video] | list[ImageRef]] = []
         self.samples: list[list[tuple[int, int]]] = []  # per dataset: (record index, expression index)

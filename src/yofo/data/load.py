@@ -39,6 +39,20 @@ def as_spec(spec: DatasetSpec | DictConfig | dict[str, Any], where: str = "datas
     return spec
 
 
+def dataset_specs(data: DictConfig) -> list[DatasetSpec]:
+    """The training datasets a ``data`` config names: ``data.root`` (one Ref-YouTube-VOS-layout folder,
+    split train) takes precedence over ``data.datasets``.
+
+    Raises:
+        DatasetError: neither is set, or a dataset has unknown fields or no root.
+    """
+    if data.root:
+        return [as_spec({"format": "ytvos", "root": data.root, "split": "train"}, "data")]
+    if data.datasets:
+        return [as_spec(spec, f"data.datasets.{i}") for i, spec in enumerate(data.datasets)]
+    raise DatasetError("no training data: set data.root (a Ref-YouTube-VOS-layout folder) or data.datasets")
+
+
 def load_dataset(spec: DatasetSpec | DictConfig | dict[str, Any]) -> list[Video] | list[ImageRef]:
     """Read one dataset split as described by ``spec`` (format, root, split and format options).
 

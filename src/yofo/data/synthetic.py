@@ -426,6 +426,30 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
 
 
+GENERATOR = "yofo synth"  # synth.json's "generator": what marks a folder as this benchmark
+
+
+def benchmark_settings(root: str | Path) -> dict[str, Any] | None:
+    """The generator settings (the content of ``synth.json``) of a benchmark written by :func:`synthesize`,
+    or None when ``root`` is not one."""
+    try:
+        settings = json.loads((Path(root) / "synth.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return settings if isinstance(settings, dict) and settings.get("generator") == GENERATOR else None
+
+
+def benchmark_root(path: str | Path) -> Path | None:
+    """The synthetic benchmark that ``path`` (a video, frame folder or frame) lies in, or None.
+
+    Footage counts as the benchmark's when it sits inside a folder written by :func:`synthesize`, e.g.
+    ``data/synth/valid/JPEGImages/valid00003``: the nearest folder up the path with a ``synth.json``
+    whose generator is ``yofo synth``. A copy of the frames elsewhere is not recognised.
+    """
+    path = Path(path).resolve()
+    return next((folder for folder in (path, *path.parents) if benchmark_settings(folder) is not None), None)
+
+
 def _check_output(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty OUT, unless ``overwrite`` and OUT is an earlier synthetic benchmark."""
     if out.exists() and not out.is_dir():
@@ -433,7 +457,7 @@ def _check_output(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise InputError(f"{out}: folder is not empty (use --force to replace a synthetic dataset)")
-        if not (out / "synth.json").is_file():
+        if benchmark_settings(out) is None:
             raise InputError(f"{out}: not replaced, it has no synth.json so it was not written by `yofo synth`")
 
 
@@ -490,7 +514,7 @@ def synthesize(
     distractors = 0
     bar = tqdm(total=train + valid, unit="video", disable=None if progress else True)
     with atomic_output_dir(out) as root, bar:
-        settings = {"generator": "yofo synth", "seed": seed, "size": [height, width], "frames": frames}
+        settings = {"generator": GENERATOR, "seed": seed, "size": [height, width], "frames": frames}
         _write_json(root / "synth.json", {**settings, "train": train, "valid": valid, "options": asdict(options)})
         for split_index, (split, count) in enumerate(zip(SPLITS, (train, valid))):
             meta, meta_expressions = {}, {}

@@ -40,7 +40,6 @@ folder (one machine, or a shared file system) and rank 0 gathers the scores and 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import shutil
@@ -64,6 +63,7 @@ from yofo.data.ytvos import load_ytvos
 from yofo.engine.checkpoint import load_model
 from yofo.engine.distributed import Distributed, init_distributed
 from yofo.errors import DatasetError, InputError
+from yofo.files import file_sha256
 from yofo.metrics import aggregate, db_eval_boundary, db_eval_iou, db_statistics
 from yofo.predictor import VideoSegmenter, label_map
 from yofo.video_io import atomic_output_dir, write_palette_png
@@ -237,15 +237,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(handle, CSV_COLUMNS)
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (checkpoints are reported with it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -------------------------------------------------------------------------------------- language-blind control
@@ -622,6 +613,8 @@ def evaluate(
     dist = init_distributed(device)
     try:
         segmenter = VideoSegmenter(model, device=dist.device) if model is not None else None
+        if segmenter is not None and dist.is_main:
+            segmenter.check_footage(data)
         settings = {
             "format": fmt, "data": str(data), "split": split or DEFAULT_SPLITS[fmt],
             **({"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint)} if checkpoint else

@@ -26,6 +26,7 @@ and resumed ends with exactly the weights of an uninterrupted run (on CPU, same 
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 import os
 import re
@@ -40,9 +41,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from yofo.config import GroupLrConfig, flatten_config
+from yofo.config import GroupLrConfig, flatten_config, model_config_differences
 from yofo.data.clips import ClipDataset, loader_workers
-from yofo.engine.checkpoint import checkpoint_model_config, load_state, read_metadata, save_model
+from yofo.engine.checkpoint import checkpoint_model_config, load_state, read_metadata, save_model, training_metadata
 from yofo.engine.distributed import Distributed, init_distributed
 from yofo.errors import CheckpointError, ConfigError, TrainingError
 from yofo.files import atomic_write
@@ -170,9 +171,9 @@ def _publish(out: Path, folder: Path) -> None:
             shutil.rmtree(other, ignore_errors=True)
 
 
-def _save_checkpoint(out: Path, model: YOFO, state: dict[str, Any]) -> Path:
+def _save_checkpoint(out: Path, model: YOFO, state: dict[str, Any], metadata: dict[str, str]) -> Path:
     folder = out / "checkpoints" / f"step_{state['step']:08d}"
-    save_model(model, folder / MODEL_FILE, {"step": str(state["step"])})
+    save_model(model, folder / MODEL_FILE, {"step": str(state["step"]), **metadata})
     atomic_write(folder / STATE_FILE, lambda tmp: torch.save(state, tmp))
     _publish(out, folder)
     return folder
@@ -181,12 +182,11 @@ def _save_checkpoint(out: Path, model: YOFO, state: dict[str, Any]) -> Path:
 def _read_checkpoint(folder: Path, model_cfg: DictConfig) -> dict[str, Any]:
     """The training state of a checkpoint folder, after checking it fits ``model_cfg``; reads only."""
     weights = folder / MODEL_FILE
-    saved = flatten_config(checkpoint_model_config(weights))
-    wanted = flatten_config(model_cfg)
-    # image_encoder.weights only initialises a new model; it does not change the network.
-    diffs = [k for k in sorted(set(saved) | set(wanted)) if k != "image_encoder.weights" and saved.get(k) != wanted.get(k)]
+    saved = checkpoint_model_config(weights)
+    diffs = model_config_differences(saved, model_cfg)
     if diffs:
         k = diffs[0]
+        saved, wanted = flatten_config(saved), flatten_config(model_cfg)
         raise CheckpointError(
             f"{weights}: trained with a different model config (model.{k} is {saved.get(k)!r} there, "
             f"{wanted.get(k)!r} in the config; {len(diffs)} difference(s)); resume with the same model settings "
@@ -302,6 +302,13 @@ def train(
         dist.close()
 
 
+# torch 2.13 renamed DDP's broadcast_buffers (now a FutureWarning) to forward_sync_buffers, which still syncs the
+# buffers once at start: harmless, every rank builds the same model from the same seed or checkpoint.
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
+
+
 def _start_stage(
     model: YOFO, cfg: DictConfig, stage: int, saved: dict[str, Any] | None, scaler: torch.amp.GradScaler,
     dist: Distributed,
@@ -323,9 +330,9 @@ def _start_stage(
         if saved["scaler"]:  # empty unless fp16 on CUDA
             scaler.load_state_dict(saved["scaler"])
     net = model
-    if dist.enabled:  # BatchNorm statistics are frozen: no buffers to broadcast
+    if dist.enabled:  # BatchNorm statistics are frozen: no buffers to broadcast at each forward
         device_ids = [dist.device.index] if dist.device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        net = DistributedDataParallel(model, device_ids=device_ids, **_NO_BUFFER_SYNC)
     if dist.is_main:
         trained = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
         tqdm.write(f"stage {stage}: {trained:,} trained parameters; lr "
@@ -356,6 +363,7 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
     saved = _read_checkpoint(folder, cfg.model) if folder is not None else None
     workers = loader_workers(cfg.data.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     dataset = ClipDataset(cfg, seed=tc.seed)
+    trained_on = training_metadata(cfg.data)  # what the checkpoints will say the model knows
     if resume and saved is None:
         say(f"no checkpoint in {out}: starting a new run")
 
@@ -464,7 +472,7 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
                         "rng": {"torch": torch.get_rng_state(),
                                 "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
                         "elapsed": elapsed + time.perf_counter() - clock,
-                    })
+                    }, trained_on)
                 dist.barrier()  # no rank runs ahead of (or exits before) the checkpoint
     finally:
         bar.close()

