@@ -49,14 +49,17 @@ SKIP: dict[str, str] = {
     ".venv/bin/python benchmarks/ablations.py": "trains 18 runs of 1000 steps (tests/engine/test_ablations.py runs it small)",
     "yofo train paper": "external datasets and a BERT-base folder (tests/test_real_format_e2e.py runs this command on "
                         "real-format data)",
-    "torchrun": "several processes for minutes (tests/engine/test_ddp.py trains and evaluates under torchrun)",
+    ".venv/bin/torchrun": "several processes for minutes (tests/engine/test_ddp.py trains and evaluates under torchrun)",
     "yofo data stats /data/": "external datasets (tests/data/test_data_cli.py reads every format)",
     "yofo eval --checkpoint CKPT": "external Ref-DAVIS17 / Ref-YouTube-VOS (tests/test_real_format_e2e.py)",
     "yofo demo --train": "trains for 20 minutes (tests/engine/test_demo.py trains the demo briefly)",
-    "yofo bench --config paper": "ResNet-50 at 384x640 on 32- and 256-frame videos (minutes; tests/test_bench.py "
-                                 "runs yofo bench small)",
+    "yofo bench --config": "full-size models at 384x640 on 32- and 256-frame videos (minutes; tests/test_bench.py "
+                           "runs yofo bench small)",
     ".venv/bin/python benchmarks/loader_speed.py": "synthesizes 40 videos at 480x864 and times the loader (minutes; "
                                                    "tests/test_loader_speed.py runs it small)",
+    "yofo serve": "serves until stopped (tests/test_serve.py starts it and drives the page in Chromium)",
+    ".venv/bin/python benchmarks/threads.py": "times 12 thread settings for 20 s each (minutes; "
+                                              "tests/test_segment_cli.py checks that --threads is honoured)",
     ".venv/bin/python benchmarks/feature_probe.py": "probes 400 training videos (tests/test_feature_probe.py runs it "
                                                     "small)",
 }
