@@ -299,9 +299,12 @@ def test_interrupted_run_leaves_no_partial_folder(long_video, checkpoint, tmp_pa
     if earlier:
         out.mkdir()
         (out / "earlier.png").write_bytes(b"an earlier result")
+    # SIGINT back to its default in the child: a shell ignores it in background jobs (`make test &`), and
+    # Python inherits that and installs no KeyboardInterrupt handler
     run = subprocess.Popen(_command(long_video, checkpoint, out, "--no-progress", "--overwrite"),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+                           env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for(lambda: any(tmp_path.glob(".out.*.tmp/00003.png")), "the run writes frames", run)
         run.send_signal(signal.SIGINT)
