@@ -24,7 +24,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from pycocotools import mask as coco_mask
 
@@ -144,9 +143,7 @@ def _yofo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=900)
 
 
-# 45-116 s on the shared 2-core machine (ResNet-50 and MiniLM built four times): slow. The default suite still
-# loads the README's paper command with its overrides (tests/test_readme.py).
-@pytest.mark.slow
+# 35 s on the idle 2-core machine (ResNet-50 and MiniLM built four times), in the default suite.
 def test_readme_paper_recipe_trains_and_evaluates_on_real_format_data(real_data: Path, tmp_path: Path) -> None:
     texts = _expressions(real_data)
     ytvos = _build_ytvos(real_data, tmp_path / "ref-youtube-vos", texts)
