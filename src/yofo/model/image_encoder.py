@@ -362,7 +362,6 @@ class EfficientNetLite(nn.Module):
         self.layer_ends = tuple(stage_ends[i] for i in _LITE_LAYER_ENDS)  # blocks [0, end) make layer1, ...
         self.channels = tuple(_round_channels(_LITE_STAGES[i][3], width) for i in _LITE_LAYER_ENDS)
         self.stem = ("_conv_stem.", "_bn0.") + tuple(f"_blocks.{b}." for b in range(self.layer_ends[0]))
-        self.package = LITES[arch][2]
 
     def forward(self, images: Tensor) -> ResNetFeatures:
         """``images (N, 3, H, W)`` normalised -> layer1 ``(N, c1, H/4, W/4)`` ... layer4 ``(N, c4, H/os, W/os)``."""
