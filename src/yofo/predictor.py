@@ -276,9 +276,9 @@ def segment_to_folder(
     (folder / "sentences.json").write_text(json.dumps({str(k): t for k, t in enumerate(segmenter.texts, 1)}, indent=1))
     count = 0
     with Mp4Writer(folder / "overlay.mp4", fps=overlay_fps) if overlay_fps else nullcontext() as writer:
-        for name, frame in frames:
+        for frame_name, frame in frames:
             ids = label_map(segmenter.step_logits(frame), segmenter.threshold)
-            write_palette_png(folder / f"{name}.png", ids)
+            write_palette_png(folder / f"{frame_name}.png", ids)
             if writer is not None:
                 writer.write(render_overlay(frame, ids, segmenter.texts))
             count += 1

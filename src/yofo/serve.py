@@ -33,6 +33,7 @@ from typing import Any, Iterator
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: it reads it then
 
 from yofo.errors import InputError, YofoError  # noqa: E402
+from yofo.files import file_sha256  # noqa: E402
 
 EXAMPLES = 3  # example videos synthesized at start-up
 EXAMPLE_FPS = 8.0
@@ -101,12 +102,6 @@ def write_examples(folder: Path, size: tuple[int, int], count: int = EXAMPLES) -
     return examples
 
 
-def _sha256(path: str | Path) -> str:
-    from yofo.files import file_sha256
-
-    return file_sha256(path)
-
-
 class Cancelled(Exception):
     """The page cancelled the request."""
 
@@ -122,7 +117,7 @@ class Segmentation:
         self.limits = limits
         self.scratch = scratch
         # Gradio hands the handler a copy of an example in its cache: recognise it by content.
-        self.examples = {_sha256(path): path for path, _ in examples}
+        self.examples = {file_sha256(path): path for path, _ in examples}
         self.lock = threading.Lock()  # the segmenter holds one video's state
 
     def _frames(self, source, progress: dict, stop: threading.Event) -> Iterator[tuple[str, Any]]:
@@ -151,7 +146,7 @@ class Segmentation:
             raise InputError("upload a video or an image, or pick an example")
         texts = parse_sentences(sentences)
         source = open_video(upload)
-        footage = self.examples.get(_sha256(upload), Path(upload))
+        footage = self.examples.get(file_sha256(upload), Path(upload))
         previous = state.get("folder")
         if previous:  # this page's previous result: the browser has shown it
             shutil.rmtree(previous, ignore_errors=True)

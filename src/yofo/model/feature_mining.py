@@ -21,12 +21,11 @@ W frames' layer2 joins the image side of every fusion block's multi-modal map, i
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from collections import deque
-
 from torch import Tensor, nn
 
 from yofo.model.fusion import FusionBlock, conv_bn_relu, init_conv_weights, l2_normalize
