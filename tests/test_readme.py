@@ -46,7 +46,7 @@ TIMEOUT = 300  # seconds per command: a command that serves or trains for long b
 SKIP: dict[str, str] = {
     "make ": "sets up the environment and runs the demo or the test suite itself (minutes)",
     ".venv/bin/python -m pytest": "the test suite itself",
-    ".venv/bin/python benchmarks/ablations.py": "trains 18 runs of 1000 steps (tests/engine/test_ablations.py runs it small)",
+    ".venv/bin/python benchmarks/ablations.py": "trains 21 runs of the demo schedule (tests/engine/test_ablations.py runs it small)",
     "yofo train paper": "external datasets and a BERT-base folder (tests/test_real_format_e2e.py runs this command on "
                         "real-format data)",
     ".venv/bin/torchrun": "several processes for minutes (tests/engine/test_ddp.py trains and evaluates under torchrun)",

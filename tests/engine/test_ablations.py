@@ -41,10 +41,12 @@ def test_table_and_resume(
     row = results["variants"]["no_memory"]
     assert row["overrides"] == ["model.memory.size=1"] and row["seeds"] == [0, 1]
     assert 0.0 <= row["J&F"]["mean"] <= 1.0 and row["J&F"]["std"] >= 0.0
+    assert 0.0 <= row["control"]["mean"] <= 1.0 and 0.0 <= row["grounded"]["mean"] <= 1.0
     assert row["per_cue"]  # the synthetic benchmark has cues
     table = (out / "ablations.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| variant")]
     assert [line.split("|")[1].strip() for line in rows] == ["YOFO", "w/o memory"]
+    assert "| control | grounded |" in table[table.index(next(line for line in table if line.startswith("| variant")))]
     with Image.open(out / "ablations.png") as image:
         assert image.format == "PNG"
 
