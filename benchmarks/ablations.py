@@ -19,7 +19,7 @@ Output folder::
     OUT/runs/<variant>/seed<k>/eval/    yofo eval's output (metrics.json, per_object.csv, predictions/)
     OUT/ablations.md                J, F, J&F, the control's J&F, the grounded share and J&F per cue
                                     (mean ± std over seeds), one row per variant
-    OUT/ablations.json              the same numbers plus every run's J, F, J&F and per-cue J&F
+    OUT/ablations.json              the same numbers plus every run's own
     OUT/ablations.png               bar chart: J&F overall and per cue, error bars = std over seeds
 
 Resumable: a run whose ``eval/metrics.json`` exists is skipped; an interrupted run resumes from its last
@@ -183,7 +183,8 @@ def _run_row(result: dict[str, Any]) -> dict[str, Any]:
     """The numbers of one run that the table uses."""
     return {"J": result["J"]["mean"], "F": result["F"]["mean"], "J&F": result["J&F"],
             "control": result["control"]["J&F"],
-            "grounded": result["grounding"]["share"] if result.get("grounding") else float("nan"),  # 1-object data
+            # no grounding check when no valid video has two objects (SynthOptions.min_objects = 1)
+            "grounded": result["grounding"]["share"] if result.get("grounding") else float("nan"),
             "per_cue": {cue: r["J&F"] for cue, r in result.get("per_cue", {}).items()}}
 
 
@@ -212,7 +213,7 @@ def _cell(stat: dict[str, float]) -> str:
 
 
 def write_table(path: Path, summary: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Markdown table: one row per variant, J, F, J&F and J&F per cue as mean ± std over seeds."""
+    """Markdown table: one row per variant, J, F, J&F, control J&F, grounded share and J&F per cue as mean ± std."""
     cues = sorted({cue for row in summary.values() for cue in row["per_cue"]})
     budget = "the whole schedule" if settings["steps"] is None else f"{settings['steps']} steps"
     lines = [

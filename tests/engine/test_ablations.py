@@ -46,7 +46,7 @@ def test_table_and_resume(
     table = (out / "ablations.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| variant")]
     assert [line.split("|")[1].strip() for line in rows] == ["YOFO", "w/o memory"]
-    assert "| control | grounded |" in table[table.index(next(line for line in table if line.startswith("| variant")))]
+    assert "| control | grounded |" in next(line for line in table if line.startswith("| variant"))
     with Image.open(out / "ablations.png") as image:
         assert image.format == "PNG"
 
