@@ -75,6 +75,9 @@ class FeatureMiningConfig:
     pool_sizes: list[int] = field(default_factory=lambda: [1, 3, 6, 8])  # PSP anchors: 110
     strides: list[int] = field(default_factory=lambda: [2, 2, 1])  # B̂1..B̂3 (brief §7.2)
     motion: MotionConfig = field(default_factory=MotionConfig)
+    # ours, off in the paper: the sentence also scales the image side of each multi-modal map per channel
+    # (FiLM, yofo.model.fusion), so a word can select the channels of a colour, a shape, a motion or a side
+    text_film: bool = False
 
 
 @dataclass
@@ -97,6 +100,9 @@ class MemoryConfig:
 @dataclass
 class DecoderConfig:
     width: int = 64  # LWL mdim; stage widths are 4×, 2×, 2×, 1× this (brief §2.6)
+    # ours, off in the paper: add the 1×1 readout of the transferred labels T(Φ; θ) (feature_mining.label_readout),
+    # upsampled, to the decoder's logits, so the decoder refines the sentence's coarse mask (yofo.model.yofo)
+    label_skip: bool = False
 
 
 @dataclass

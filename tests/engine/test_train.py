@@ -52,6 +52,10 @@ def test_parameter_groups_follow_the_two_stage_recipe(micro):
     assert not model.feature_mining.label_readout.weight.requires_grad  # no deep supervision: no gradient
     parameter_groups(model, cfg.train.stage2, deep_supervision=True)
     assert model.feature_mining.label_readout.weight.requires_grad
+    model.cfg.decoder.label_skip = True  # the readout is then part of the output
+    parameter_groups(model, cfg.train.stage2)
+    assert model.feature_mining.label_readout.weight.requires_grad
+    model.cfg.decoder.label_skip = False
     model.cfg.text_encoder.store_weights = False  # a checkpoint would not hold a trained transformer
     assert "text_encoder" not in {g["name"] for g in parameter_groups(model, cfg.train.stage2)}
     assert not any(p.requires_grad for p in model.text_encoder.bert.parameters())

@@ -210,3 +210,45 @@ def test_off_in_paper_and_by_default_and_the_paper_model_is_unchanged():
 def test_bad_window_is_a_config_error(window):
     with pytest.raises(ConfigError, match="model.fm.motion"):
         load_config("tiny", [f"model.fm.motion.window={window}"])
+
+
+# ------------------------------------------------------------- ours: FiLM fusion and the label skip
+OURS = ["model.fm.text_film=true", "model.decoder.label_skip=true"]
+
+
+def test_ours_are_off_in_the_paper_and_add_only_the_film_layers():
+    for name in (None, "paper", "tiny"):
+        cfg = load_config(name).model
+        assert not cfg.fm.text_film and not cfg.decoder.label_skip
+    plain = build_model(load_config("tiny").model).state_dict()
+    ours = build_model(load_config("tiny", OURS).model).state_dict()
+    added = set(ours) - set(plain)
+    assert set(plain) <= set(ours) and added and all(".mm_film." in key for key in added)
+
+
+@pytest.mark.parametrize("name", ["YOFO", "w/o MT"])
+def test_label_skip_adds_the_upsampled_readout_of_the_decoder_input(name, random_model):
+    skip = random_model(overrides=["model.decoder.label_skip=true", *VARIANTS[name]]).eval()
+    plain = random_model(overrides=VARIANTS[name]).eval()
+    plain.load_state_dict(skip.state_dict())
+    clip = _clip(batch=1, frames=2)
+    with torch.no_grad():
+        torch.nn.init.normal_(skip.feature_mining.label_readout.weight)
+        plain.feature_mining.label_readout.weight.copy_(skip.feature_mining.label_readout.weight)
+        inputs = []
+        hook = plain.decoder.register_forward_pre_hook(lambda module, args: inputs.append(args[1]))
+        expected = plain(clip, TEXTS[:1])
+        hook.remove()
+        coarse = torch.stack([plain.feature_mining.label_readout(x) for x in inputs], dim=1)  # (1, T, 1, h, w)
+        coarse = torch.nn.functional.interpolate(coarse.flatten(0, 1), size=(64, 96), mode="bilinear")
+        expected = expected + coarse.view_as(expected)
+        torch.testing.assert_close(skip(clip, TEXTS[:1]), expected)
+    _streaming_equals_clip(skip, 3)
+
+
+def test_every_table3_variant_trains_with_ours_on(random_model):
+    for name in [n for n in VARIANTS if n != "literal strides"]:
+        model = random_model(overrides=[*OURS, *VARIANTS[name]]).train()
+        model(_clip(frames=2), TEXTS).square().mean().backward()
+        readout = model.feature_mining.label_readout.weight.grad
+        assert readout is not None and readout.abs().sum() > 0, name

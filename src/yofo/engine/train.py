@@ -110,8 +110,8 @@ def parameter_groups(
         stage: ``train.stage1`` or ``train.stage2`` (:class:`yofo.config.StageConfig`).
         freeze_stem: keep the image encoder's stem (``model.image_encoder.stem``: ResNet conv1, bn1, layer1)
             frozen even when encoders train.
-        deep_supervision: train ``feature_mining.label_readout`` (``train.aux_weight > 0``); otherwise it has
-            no gradient and stays frozen.
+        deep_supervision: train ``feature_mining.label_readout`` (``train.aux_weight > 0``); otherwise, unless
+            ``model.decoder.label_skip`` uses it, it has no gradient and stays frozen.
 
     Returns:
         non-empty groups ``{"params", "lr", "name", "scale"}`` with ``lr = stage.lr × stage.group_lr[name]``.
@@ -128,7 +128,7 @@ def parameter_groups(
         # The transformer is trained only if checkpoints hold it: otherwise its training would be lost.
         trainable = group is not None and (
             group not in _ENCODER_GROUPS or (stage.train_encoders and (group != "text_encoder" or store_text))
-        ) and (deep_supervision or not name.startswith("feature_mining.label_readout."))
+        ) and (deep_supervision or model.cfg.decoder.label_skip or not name.startswith("feature_mining.label_readout."))
         param.requires_grad_(trainable)
         if trainable:
             members[group].append(param)

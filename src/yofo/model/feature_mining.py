@@ -12,8 +12,9 @@ Scales i = 1, 2, 3 use X_1 = layer2 (s8), X_2 = layer3 (s16), X_3 = layer4 (s32;
 Strides default to (2, 2, 1), so B̂_3 sits at s32 (brief §7.2; the literal (2, 2, 2) gives s64). Y and W come
 from two 3×3 heads on B̂_3 (LWL's label/weight heads, brief §2.5: Y with ReLU; W initialised to exactly 1)
 and are resized bilinearly to the target model's grid (s16). ``label_readout`` (1×1, Y -> one mask logit) is
-not part of the network's output: it serves the training's optional deep supervision of Y
-(``train.aux_weight``, :func:`yofo.losses.label_loss`).
+not part of the paper's network: it serves the training's optional deep supervision of Y
+(``train.aux_weight``, :func:`yofo.losses.label_loss`) and ``model.decoder.label_skip`` (ours,
+:mod:`yofo.model.yofo`).
 
 Motion-aware feature mining (ours, ``motion_window >= 2``; :mod:`yofo.model.motion`): a motion map of the last
 W frames' layer2 joins the image side of every fusion block's multi-modal map, in every mode.
@@ -53,6 +54,7 @@ class FeatureMining(nn.Module):
         strides: strides of the convolutions producing B̂_1, B̂_2, B̂_3.
         motion_window: W >= 2 turns motion-aware feature mining on over the last W frames; 0 off (paper).
         motion_channels: channels of each frame's projection kept in the motion ring buffer.
+        text_film: the sentence scales the image side of every multi-modal map (ours, :class:`FusionBlock`).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class FeatureMining(nn.Module):
         strides: Sequence[int] = (2, 2, 1),
         motion_window: int = 0,
         motion_channels: int = 16,
+        text_film: bool = False,
     ):
         super().__init__()
         if mode not in MODES:
@@ -76,7 +79,8 @@ class FeatureMining(nn.Module):
         scales = (2,) if mode == "single_scale" else (0, 1, 2)
         self.scales = scales
         self.fuse = nn.ModuleDict(
-            {str(i): FusionBlock(in_channels[i], dim, key_dim, pool_sizes, fusion, motion_window > 0) for i in fused}
+            {str(i): FusionBlock(in_channels[i], dim, key_dim, pool_sizes, fusion, motion_window > 0, text_film)
+             for i in fused}
         )
         self.motion = MotionFeatures(in_channels[0], motion_channels, dim, motion_window) if motion_window else None
         # FM-baseline: the coarser scales contribute image features only (same projection as V_i)

@@ -5,6 +5,12 @@ Per scale i (brief §3.3):
     M_i = L2N(ReLU(BN(W_v V_i + W_z L2N(z_i) + W_c coord8)))      multi-modal map, the language stream
     B_i = ReLU(BN(Conv1x1([ctx_v, ctx_l]))) + M_i,  (ctx_v, ctx_l) = ACM(V_i, M_i)      fusion = "aca"
     B_i = M_i                                                                               fusion = "concat"
+With ``text_film`` (ours, ``model.fm.text_film``; off in the paper) the sentence also scales the image side
+of M_i per channel: W_v V_i + W_c coord8 (+ motion) becomes (W_v V_i + W_c coord8) ⊙ (1 + W_g L2N(z_i) + b_g).
+A per-sentence bias alone is constant over the image, so its gradient sums dL/dM over every position, where
+"more on this object" and "less on that one" cancel; the scale's gradient weighs each position by its image
+feature, which is what lets a word pick the channels of a colour, a shape, a motion or a side. W_g and b_g
+start at zero, so training starts from the paper's function.
 A tiled [CLS] vector alone would make ACM's language path degenerate (a spatially constant map gives a
 constant affinity that the softmax cancels, brief §3.3), hence the multi-modal map M_i as language stream.
 ``concat`` (FM-Cat) is the channel concatenation [V_i, Z_i, coord] followed by a 1×1 ConvBNReLU.
@@ -159,6 +165,7 @@ class FusionBlock(nn.Module):
         pool_sizes: ACM PSP sizes.
         fusion: ``aca`` or ``concat``.
         motion: add a motion map (:mod:`yofo.model.motion`, width C) to the image side of M (ours, off in paper).
+        text_film: the sentence scales the image side of M per channel (ours, off in the paper).
     """
 
     def __init__(
@@ -169,6 +176,7 @@ class FusionBlock(nn.Module):
         pool_sizes: Sequence[int],
         fusion: str = "aca",
         motion: bool = False,
+        text_film: bool = False,
     ):
         super().__init__()
         self.visual = conv_bn_relu(in_channels, dim, 1)
@@ -177,6 +185,10 @@ class FusionBlock(nn.Module):
         self.mm_text = nn.Linear(dim, dim, bias=False)
         self.mm_norm = nn.BatchNorm2d(dim)
         self.mm_motion = nn.Conv2d(dim, dim, 1, bias=False) if motion else None
+        self.mm_film = nn.Linear(dim, dim) if text_film else None
+        if self.mm_film is not None:  # scale 1: training starts from the paper's function
+            nn.init.zeros_(self.mm_film.weight)
+            nn.init.zeros_(self.mm_film.bias)
         self.aca = AsymmetricCoAttention(dim, key_dim, pool_sizes) if fusion == "aca" else None
         self.merge = conv_bn_relu(2 * dim, dim, 1) if fusion == "aca" else None
 
@@ -199,8 +211,12 @@ class FusionBlock(nn.Module):
 
     def forward(self, image: dict, z: Tensor) -> Tensor:
         """``image`` from :meth:`image_part` (batch 1 or B), ``z (B, C)`` -> B_i ``(B, C, H, W)``."""
-        text = self.mm_text(l2_normalize(z)).unsqueeze(-1).unsqueeze(-1)  # tiled by broadcasting
-        multimodal = l2_normalize(F.relu(self.mm_norm(image["mm_image"] + text)))
+        z = l2_normalize(z)
+        text = self.mm_text(z).unsqueeze(-1).unsqueeze(-1)  # tiled by broadcasting
+        mm_image = image["mm_image"]
+        if self.mm_film is not None:
+            mm_image = mm_image * (1 + self.mm_film(z).unsqueeze(-1).unsqueeze(-1))
+        multimodal = l2_normalize(F.relu(self.mm_norm(mm_image + text)))
         if self.aca is None:
             return multimodal
         if not self.training:  # the same function in ACM's cheaper order (training keeps the literal one)

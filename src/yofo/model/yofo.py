@@ -11,6 +11,13 @@ training uses the ``train_*`` counts, eval mode the ``test_*`` counts. The clip 
 
 With motion-aware feature mining (ours, ``model.fm.motion.window``) the state also holds a ring buffer of the
 last W frames' motion projections (:mod:`yofo.model.motion`), per frame and shared by every expression.
+
+With ``model.decoder.label_skip`` (ours, off in the paper) the 1×1 readout of the decoder's input T(Φ; θ)
+(``feature_mining.label_readout``, the one deep supervision trains on Y), upsampled bilinearly, is added to
+the decoder's logits. Without it, a decoder trained with the image encoder frozen learns objectness from the
+image features alone and puts logit ≈ 0 on every object whatever the sentence, although T(Φ; θ) already
+tells the objects apart (measured on the synthetic benchmark, README "Training"); with it, the decoder refines
+the sentence's coarse mask.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -72,7 +80,7 @@ class YOFO(nn.Module):
         self.text_encoder = TextEncoder(txt.name, fm.dim, txt.max_tokens, txt.pooling)
         self.feature_mining = FeatureMining(
             (c2, c3, c4), fm.dim, fm.key_dim, fm.pool_sizes, cfg.target_dim, fm.mode, fm.fusion, fm.strides,
-            fm.motion.window, fm.motion.channels,
+            fm.motion.window, fm.motion.channels, fm.text_film,
         )
         self.meta_transfer = MetaTransfer(c3, mt.feature_dim, mt.filter_size, mt.reg_init) if mt.enabled else None
         self.decoder = Decoder(cfg.target_dim, (c1, c2, c3, c4), cfg.decoder.width)
@@ -166,7 +174,11 @@ class YOFO(nn.Module):
             encoding = apply_filter(frame.target_input.unsqueeze(1), state.filters).squeeze(1)
         state.frames_seen += 1
         size = (frame.layers.layer1.shape[-2] * 4, frame.layers.layer1.shape[-1] * 4)
-        return self.decoder(frame.decoding, encoding, size), labels
+        logits = self.decoder(frame.decoding, encoding, size)
+        if self.cfg.decoder.label_skip:
+            coarse = self.feature_mining.label_readout(encoding)  # (K, 1, h16, w16)
+            logits = logits + F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+        return logits, labels
 
     def forward(
         self, frames: Tensor, text: Tensor | Sequence[str], label_logits: bool = False
