@@ -54,6 +54,10 @@ class TextEncoderConfig:
     # tokens. The bundled MiniLM was trained for mean pooling: its [CLS] at layers 4 and 5 is the same
     # vector for every sentence (cosine 1.000 over 120 synthetic expressions), so it needs `mean`.
     pooling: str = "cls"
+    # hidden layers giving z_1, z_2, z_3 (fine, middle, coarse scale): the last three (paper §3.2). Ours: the
+    # bundled 6-layer MiniLM's layers 4-5 barely tell "the red shape" from "the blue shape" (cosine 0.94 after
+    # mean pooling, the last layer 0.73), so the demo takes every z from the last layer, [-1, -1, -1]
+    layers: list[int] = field(default_factory=lambda: [-3, -2, -1])
     store_weights: bool = True  # False: checkpoints omit the text encoder (it is rebuilt from `name`)
 
 
@@ -387,6 +391,9 @@ def validate_model_config(model: DictConfig) -> None:
     if model.fm.motion.window == 1 or model.fm.motion.window < 0 or model.fm.motion.channels < 1:
         raise ConfigError(f"model.fm.motion: window {model.fm.motion.window} must be 0 (off) or >= 2, "
                           f"channels {model.fm.motion.channels} >= 1")
+    if len(model.text_encoder.layers) != 3 or any(i >= 0 for i in model.text_encoder.layers):
+        raise ConfigError(f"model.text_encoder.layers: {list(model.text_encoder.layers)} must be three negative "
+                          "hidden-layer indices (-1: the last layer)")
     if model.memory.size < 1:
         raise ConfigError(f"model.memory.size: {model.memory.size} must be >= 1")
     if model.meta_transfer.filter_size % 2 == 0:

@@ -33,6 +33,8 @@ def test_unknown_key_in_a_file(tmp_path):
     ("model.input_size=[100,160]", "multiples of 32"),
     ("model.memory.size=0", "model.memory.size"),
     ("model.fm.strides=[2,3,1]", "model.fm.strides"),
+    ("model.text_encoder.layers=[-1,0,-1]", "model.text_encoder.layers"),
+    ("model.text_encoder.layers=[-1,-1]", "model.text_encoder.layers"),
     ("model.image_encoder.output_stride=4", "model.image_encoder.output_stride.*32, 16, 8"),
     ("model.memory.size=three", "model.memory.size"),
     ("model.memory.size", "key=value"),

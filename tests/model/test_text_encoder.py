@@ -70,3 +70,16 @@ def test_bundled_cls_is_sentence_independent_in_middle_layers(encoder):
     mean = (hidden[-3] * mask).sum(1) / mask.sum(1)
     assert cls > 0.99
     assert torch.nn.functional.cosine_similarity(mean[0], mean[1], dim=0) < 0.95
+
+
+def test_layers_pick_the_hidden_layer_of_each_scale(encoder):
+    last = TextEncoder("all-MiniLM-L6-v2", out_dim=32, max_tokens=8, layers=(-1, -1, -1))
+    last.proj.load_state_dict(encoder.proj.state_dict())
+    ours, paper = last(["the red circle"]), encoder(["the red circle"])
+    torch.testing.assert_close(ours[0, 2], paper[0, 2])  # the coarse scale reads the last layer in both
+    tokens = last.tokenizer(["the red circle"], return_tensors="pt")
+    cls = last.bert(**tokens, output_hidden_states=True).hidden_states[-1][0, 0]
+    torch.testing.assert_close(ours[0, 0], last.proj[0](cls))
+    assert not torch.allclose(ours[0, 0], paper[0, 0])
+    with pytest.raises(ConfigError, match="layers"):
+        TextEncoder("all-MiniLM-L6-v2", out_dim=8, layers=(-1, -7, -1))

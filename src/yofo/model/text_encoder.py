@@ -1,5 +1,7 @@
 """Text encoder: a BERT-family model from a local folder; [CLS] (or mean) of its last three layers.
 
+``layers`` (``model.text_encoder.layers``, ours) picks other hidden layers, e.g. the last one for every scale.
+
 The paper takes the [CLS] representations of the last three Transformer layers of BERT as z_1..z_3
 (§3.2; brief §7.9: ``hidden_states[-3:]``, the shallower layer paired with the finer image scale), each
 projected here to the fusion width. ``pooling="mean"`` averages each layer over the sentence's tokens
@@ -69,18 +71,25 @@ class TextEncoder(nn.Module):
         out_dim: fusion width C the three sentence vectors are projected to.
         max_tokens: longer expressions are truncated (with a warning).
         pooling: ``cls`` ([CLS] token, the paper) or ``mean`` (mean over the non-padding tokens).
+        layers: the hidden layers (negative indices) giving z_1, z_2, z_3; the paper's last three by default.
 
     The transformer runs in eval mode (no dropout) at all times, so features are deterministic.
     """
 
-    def __init__(self, name: str, out_dim: int, max_tokens: int = 32, pooling: str = "cls"):
+    def __init__(
+        self, name: str, out_dim: int, max_tokens: int = 32, pooling: str = "cls", layers: Sequence[int] = (-3, -2, -1)
+    ):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.name = name
         self.max_tokens = max_tokens
         self.pooling = pooling
+        self.layers = tuple(layers)
         self.tokenizer, self.bert = _load(name)
+        depth = self.bert.config.num_hidden_layers
+        if len(self.layers) != 3 or any(not -depth <= i <= -1 for i in self.layers):
+            raise ConfigError(f"model.text_encoder.layers: {list(layers)} must be three indices from -{depth} to -1")
         hidden = self.bert.config.hidden_size
         self.proj = nn.ModuleList(nn.Linear(hidden, out_dim) for _ in range(3))
 
@@ -106,7 +115,8 @@ class TextEncoder(nn.Module):
                 list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
             )
         tokens = {k: v.to(device) for k, v in tokens.items()}
-        hidden = self.bert(**tokens, output_hidden_states=True).hidden_states[-3:]  # 3 × (K, L, hidden)
+        states = self.bert(**tokens, output_hidden_states=True).hidden_states
+        hidden = [states[i] for i in self.layers]  # 3 × (K, L, hidden)
         if self.pooling == "cls":
             pooled = [h[:, 0] for h in hidden]
         else:

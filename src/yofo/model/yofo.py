@@ -77,7 +77,7 @@ class YOFO(nn.Module):
         self.image_encoder = build_image_encoder(enc)
         c1, c2, c3, c4 = self.image_encoder.channels
         txt = cfg.text_encoder
-        self.text_encoder = TextEncoder(txt.name, fm.dim, txt.max_tokens, txt.pooling)
+        self.text_encoder = TextEncoder(txt.name, fm.dim, txt.max_tokens, txt.pooling, txt.layers)
         self.feature_mining = FeatureMining(
             (c2, c3, c4), fm.dim, fm.key_dim, fm.pool_sizes, cfg.target_dim, fm.mode, fm.fusion, fm.strides,
             fm.motion.window, fm.motion.channels, fm.text_film,
