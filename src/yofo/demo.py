@@ -253,10 +253,24 @@ def _row(name: str, result: dict[str, Any]) -> str:
             f"{_f(result['J']['recall'])} | {_f(result['F']['recall'])} | {result['objects']} |")
 
 
-def _motion_blind_lines(blind: dict[str, Any] | None) -> list[str]:
-    """The report's paragraph on motion (:func:`yofo.engine.evaluate.motion_blind_reference`)."""
+def _motion_blind_lines(blind: dict[str, Any] | None, window: int = 0) -> list[str]:
+    """The report's paragraph on motion (:func:`yofo.engine.evaluate.motion_blind_reference`).
+
+    ``window``: the checkpoint's ``model.fm.motion.window`` (0: the paper's YOFO, which does not see motion).
+    """
     if not blind:
         return []
+    reference = (
+        "a model with perfect masks that picks at random among the objects the rest of the sentence fits (all the "
+        f"video's objects for a motion-only sentence, at least two otherwise) expects at most {_f(blind['chance'])} "
+        f"on these, and {_f(blind['bound'])} overall with every other expression perfect."
+    )
+    head = (f"{blind['expressions']} expressions need motion to single out their object; the model scores J&F "
+            f"{_f(blind['J&F'])} on them. ")
+    if window >= 2:
+        return ["## Motion", "", head + f"This model has motion-aware feature mining (ours, "
+                f"`model.fm.motion.window={window}`): feature mining compares the last {window} frames. For "
+                "reference, a model that cannot see motion: " + reference, ""]
     needed = float("inf")  # J&F the other expressions need for the target, with motion at chance
     if blind["others"]:
         total = blind["expressions"] + blind["others"]
@@ -264,12 +278,9 @@ def _motion_blind_lines(blind: dict[str, Any] | None) -> list[str]:
     return [
         "## Motion",
         "",
-        f"{blind['expressions']} expressions need motion to single out their object; the model scores J&F "
-        f"{_f(blind['J&F'])} on them. Nothing in YOFO compares frames, so motion words cannot tell it which object "
-        "is meant: a model with perfect masks that picks at random among the objects the rest of the sentence "
-        "fits (all the video's objects for a motion-only sentence, at least two otherwise) expects at most "
-        f"{_f(blind['chance'])} on these, and {_f(blind['bound'])} overall with every other expression perfect. "
-        f"With motion at that level, J&F {TARGET_JF} overall needs "
+        head + "This model has no motion-aware feature mining, and nothing in the paper's YOFO compares frames, "
+        "so motion words cannot tell it which object is meant: " + reference
+        + f" With motion at that level, J&F {TARGET_JF} overall needs "
         + (f"{_f(needed)} on the other {blind['others']} expressions." if needed <= 1 else
            f"more than 1 on the other {blind['others']} expressions: out of reach without seeing motion."),
         "",
@@ -329,7 +340,7 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
         *(_row(kind, value) for kind, value in ev["per_kind"].items()),
         "",
         *_grounding_lines(ev.get("grounding")),
-        *_motion_blind_lines(ev.get("motion_blind")),
+        *_motion_blind_lines(ev.get("motion_blind"), summary.get("motion_window", 0)),
         "## Language-blind control",
         "",
         "The same predictions scored against another object of the same video: each video's expressions are "
@@ -458,6 +469,7 @@ def run_demo(
                 "data": {**{k: settings[k] for k in ("seed", "size", "frames", "source")}, "valid": valid},
                 "evaluation": {k: v for k, v in result.items() if k not in ("per_object", "checkpoint", "data")},
                 "target_jf": TARGET_JF,
+                "motion_window": int(segmenter.model.cfg.fm.motion.window),
                 "overlays": overlays,
                 "training_curve": curve,
                 "threads": threads,

@@ -84,6 +84,16 @@ def test_demo_end_to_end(shipped, tmp_path, capsys):
     assert (out / "eval" / "per_object.csv").is_file() and any((out / "eval" / "predictions").rglob("*.png"))
 
 
+def test_motion_paragraph_says_whether_the_model_sees_motion():
+    blind = {"expressions": 10, "others": 30, "J&F": 0.3, "chance": 0.4, "bound": 0.85}
+    paper = "\n".join(demo._motion_blind_lines(blind))
+    assert "no motion-aware feature mining" in paper and "0.400" in paper and "0.867 on the other 30" in paper
+    motion = "\n".join(demo._motion_blind_lines(blind, window=4))
+    assert "`model.fm.motion.window=4`" in motion and "compares the last 4 frames" in motion and "0.400" in motion
+    assert "no motion-aware" not in motion and "on the other 30" not in motion
+    assert demo._motion_blind_lines(None, window=4) == []
+
+
 def test_demo_without_training_log(shipped, tmp_path):
     summary = demo.run_demo(tmp_path / "demo", shipped, training_log=tmp_path / "none.csv", videos=0, valid=1,
                             progress=False)
