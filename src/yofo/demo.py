@@ -261,7 +261,7 @@ def _motion_blind_lines(blind: dict[str, Any] | None, window: int = 0) -> list[s
     if not blind:
         return []
     reference = (
-        "a model with perfect masks that picks at random among the objects the rest of the sentence fits (all the "
+        "picking at random among the objects the rest of the sentence fits (all the "
         f"video's objects for a motion-only sentence, at least two otherwise) expects at most {_f(blind['chance'])} "
         f"on these, and {_f(blind['bound'])} overall with every other expression perfect."
     )
@@ -270,7 +270,7 @@ def _motion_blind_lines(blind: dict[str, Any] | None, window: int = 0) -> list[s
     if window >= 2:
         return ["## Motion", "", head + f"This model has motion-aware feature mining (ours, "
                 f"`model.fm.motion.window={window}`): feature mining compares the last {window} frames. For "
-                "reference, a model that cannot see motion: " + reference, ""]
+                "reference, a model that cannot see motion, with perfect masks " + reference, ""]
     needed = float("inf")  # J&F the other expressions need for the target, with motion at chance
     if blind["others"]:
         total = blind["expressions"] + blind["others"]
@@ -279,7 +279,7 @@ def _motion_blind_lines(blind: dict[str, Any] | None, window: int = 0) -> list[s
         "## Motion",
         "",
         head + "This model has no motion-aware feature mining, and nothing in the paper's YOFO compares frames, "
-        "so motion words cannot tell it which object is meant: " + reference
+        "so motion words cannot tell it which object is meant: a model with perfect masks " + reference
         + f" With motion at that level, J&F {TARGET_JF} overall needs "
         + (f"{_f(needed)} on the other {blind['others']} expressions." if needed <= 1 else
            f"more than 1 on the other {blind['others']} expressions: out of reach without seeing motion."),
