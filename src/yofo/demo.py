@@ -268,23 +268,20 @@ def _motion_blind_lines(blind: dict[str, Any] | None, window: int = 0) -> list[s
     head = (f"{blind['expressions']} expressions need motion to single out their object; the model scores J&F "
             f"{_f(blind['J&F'])} on them. ")
     if window >= 2:
-        return ["## Motion", "", head + f"This model has motion-aware feature mining (ours, "
-                f"`model.fm.motion.window={window}`): feature mining compares the last {window} frames. For "
-                "reference, a model that cannot see motion, with perfect masks " + reference, ""]
-    needed = float("inf")  # J&F the other expressions need for the target, with motion at chance
-    if blind["others"]:
-        total = blind["expressions"] + blind["others"]
-        needed = (TARGET_JF * total - blind["chance"] * blind["expressions"]) / blind["others"]
-    return [
-        "## Motion",
-        "",
-        head + "This model has no motion-aware feature mining, and nothing in the paper's YOFO compares frames, "
-        "so motion words cannot tell it which object is meant: a model with perfect masks " + reference
-        + f" With motion at that level, J&F {TARGET_JF} overall needs "
-        + (f"{_f(needed)} on the other {blind['others']} expressions." if needed <= 1 else
-           f"more than 1 on the other {blind['others']} expressions: out of reach without seeing motion."),
-        "",
-    ]
+        body = (f"This model has motion-aware feature mining (ours, `model.fm.motion.window={window}`): feature "
+                f"mining compares the last {window} frames. For reference, a model that cannot see motion, with "
+                "perfect masks " + reference)
+    else:
+        needed = float("inf")  # J&F the other expressions need for the target, with motion at chance
+        if blind["others"]:
+            total = blind["expressions"] + blind["others"]
+            needed = (TARGET_JF * total - blind["chance"] * blind["expressions"]) / blind["others"]
+        body = ("This model has no motion-aware feature mining, and nothing in the paper's YOFO compares frames, so "
+                "motion words cannot tell it which object is meant: a model with perfect masks " + reference
+                + f" With motion at that level, J&F {TARGET_JF} overall needs "
+                + (f"{_f(needed)} on the other {blind['others']} expressions." if needed <= 1 else
+                   f"more than 1 on the other {blind['others']} expressions: out of reach without seeing motion."))
+    return ["## Motion", "", head + body, ""]
 
 
 def _grounding_lines(grounding: dict[str, Any] | None) -> list[str]:
