@@ -419,7 +419,10 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
 
             # One memory layout whatever the loader returns (collating in workers makes it contiguous, in the
             # main process it keeps the clips' strides): convolution results depend on it in the last bits.
-            frames = model.normalize(batch["frames"].to(device, non_blocking=True).contiguous())
+            # With paired expressions the two clips of a pair are the same frames (ClipDataset): the image
+            # encoder runs once per pair and the model repeats its outputs for the two sentences.
+            frames = batch["frames"][0::2] if cfg.data.pair_expressions else batch["frames"]
+            frames = model.normalize(frames.to(device, non_blocking=True).contiguous())
             masks = batch["masks"].to(device, non_blocking=True)
             valid = batch["valid"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):

@@ -111,9 +111,11 @@ class YOFO(nn.Module):
         return text if isinstance(text, Tensor) else self.encode_text(text)
 
     # ---------------------------------------------------------------------------------- per frame
-    def frame_features(self, images: Tensor, state: StreamState) -> FrameFeatures:
+    def frame_features(self, images: Tensor, state: StreamState, repeat: int = 1) -> FrameFeatures:
         """Per-frame work: ``images (N, 3, H, W)`` normalised, H and W multiples of 32.
 
+        With ``repeat`` r > 1 the image encoder runs on the N images once and its outputs are repeated to
+        N·r rows (image n serves rows n·r … n·r + r − 1); the rest of the per-frame work runs on the N·r rows.
         ``state``'s motion ring buffer (motion-aware FM) receives this frame; nothing else of it is used.
         """
         if images.dim() != 4 or images.shape[1] != 3:
@@ -121,6 +123,8 @@ class YOFO(nn.Module):
         if images.shape[2] % 32 or images.shape[3] % 32:
             raise InputError(f"frames: height and width must be multiples of 32, got {tuple(images.shape[2:])}")
         layers = self.image_encoder(images)
+        if repeat > 1:
+            layers = ResNetFeatures(*(x.repeat_interleave(repeat, dim=0) for x in layers))
         return FrameFeatures(
             layers=layers,
             target_input=self.meta_transfer.features(layers.layer3) if self.meta_transfer is not None else None,
@@ -186,7 +190,10 @@ class YOFO(nn.Module):
         """Clip forward (training and offline inference).
 
         Args:
-            frames: ``(B, T, 3, H, W)`` normalised, one clip per expression, frames in temporal order.
+            frames: ``(B / r, T, 3, H, W)`` normalised, frames in temporal order; each clip serves r ≥ 1
+                consecutive expressions (r = 1: one clip per expression; r = 2 in training with
+                ``data.pair_expressions``, whose two clips of a pair are the same frames), so the image
+                encoder runs once per clip.
             text: B strings or ``(B, 3, C)`` from :meth:`encode_text`.
             label_logits: also return the readout of Y (``feature_mining.label_readout``) for deep supervision.
 
@@ -196,9 +203,12 @@ class YOFO(nn.Module):
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise InputError(f"frames: expected (B, T, 3, H, W) normalised RGB, got shape {tuple(frames.shape)}")
         state = self.start(text)
-        if state.text.shape[0] != frames.shape[0]:
-            raise InputError(f"text: {state.text.shape[0]} expressions for {frames.shape[0]} clips")
-        steps = [self._step(self.frame_features(frames[:, t], state), state) for t in range(frames.shape[1])]
+        if state.text.shape[0] % frames.shape[0]:
+            raise InputError(f"text: {state.text.shape[0]} expressions for {frames.shape[0]} clips (expected "
+                             "a multiple: each clip serves the same number of consecutive expressions)")
+        repeat = state.text.shape[0] // frames.shape[0]
+        steps = [self._step(self.frame_features(frames[:, t], state, repeat), state)
+                 for t in range(frames.shape[1])]
         logits = torch.stack([out for out, _ in steps], 1)
         if not label_logits:
             return logits
