@@ -1,5 +1,7 @@
 """The assembled network: paper-size forward/backward, every Table 3 variant, streaming, bad input; motion-aware FM."""
 
+from collections import deque
+
 import pytest
 import torch
 
@@ -164,6 +166,15 @@ def moving(random_model):
 def test_streaming_equals_clip_forward_exactly(moving):
     state = _streaming_equals_clip(moving, 6)
     assert len(state.motion) == 4
+
+
+def test_the_motion_map_is_on_the_scale_of_the_image_feature(moving):
+    """Mo_t is L2-normalised per position like V_i, whatever the scale of the encoder's layer2."""
+    layer2 = torch.randn(1, moving.image_encoder.channels[1], 8, 12, generator=torch.Generator().manual_seed(1))
+    history = deque(maxlen=4)
+    for scale in (1.0, 30.0):
+        norms = moving.feature_mining.motion(layer2 * scale, history).norm(dim=1)
+        assert torch.allclose(norms[norms > 0], torch.ones(()), atol=1e-5) and (norms > 0).float().mean() > 0.5
 
 
 def test_motion_changes_the_output_and_depends_on_past_frames(moving):
