@@ -62,6 +62,17 @@ def test_info_of_a_model_without_recorded_data(random_model, tmp_path, capsys):
     assert info["step"] is None
 
 
+def test_an_unrecorded_checkpoint_of_the_scratch_demo_recipe_is_inferred_synthetic(random_model, tmp_path, capsys):
+    """Checkpoints of configs/demo-scratch.yaml saved before yofo recorded data (the earlier shipped file)."""
+    for config, synthetic in [("demo-scratch", True), ("demo", None)]:
+        path = tmp_path / f"{config}.safetensors"
+        save_model(random_model(config).eval(), path)
+        assert main(["info", str(path), "--json"]) == 0
+        trained_on = json.loads(capsys.readouterr().out)["trained_on"]
+        assert not trained_on["recorded"] and trained_on["synthetic_only"] is synthetic
+        assert ("inferred" in trained_on["summary"] and "demo-scratch.yaml" in trained_on["summary"]) is bool(synthetic)
+
+
 def test_info_bad_file_is_one_line(tmp_path, capsys):
     (tmp_path / "x.safetensors").write_bytes(b"junk")
     for path, message in [(tmp_path / "missing.safetensors", "not found"), (tmp_path / "x.safetensors", "not a safetensors")]:

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from yofo.errors import YofoError
 
-COMMANDS = ("synth", "data", "train", "eval", "segment", "info", "serve", "bench", "demo", "ablate")
+COMMANDS = ("synth", "data", "train", "eval", "segment", "info", "serve", "bench", "demo")
 
 
 class _OneLine(logging.Handler):

@@ -305,7 +305,8 @@ def apply_override(cfg: DictConfig, item: str) -> None:
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
-    """Return the YAML file for a config name (``paper``, ``tiny``, ``demo``) or a path."""
+    """Return the YAML file for a config name (``paper``, ``lite``, ``tiny``, ``demo``, ``demo-scratch``) or a
+    path."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -322,7 +323,8 @@ def load_config(name_or_path: str | Path | None = None, overrides: Sequence[str]
     """Load a config: schema defaults, then the YAML file, then ``key=value`` overrides.
 
     Args:
-        name_or_path: a config name from ``configs/`` (``paper``, ``tiny``, ``demo``) or a YAML path;
+        name_or_path: a config name from ``configs/`` (``paper``, ``lite``, ``tiny``, ``demo``,
+            ``demo-scratch``) or a YAML path;
             ``None`` gives the schema defaults.
         overrides: ``key=value`` entries such as ``model.memory.size=1``, ``data.datasets.0.root=/data/x``
             or ``model.input_size=[96,160]``, applied in order (:func:`apply_override`).

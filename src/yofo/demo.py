@@ -16,7 +16,7 @@ Steps:
 4. plot the training curve from the training log shipped beside the checkpoint (``<checkpoint>.csv``);
 5. write ``report.md`` and ``metrics.json``.
 
-``train=True`` first trains a model from scratch with ``configs/demo.yaml`` on a freshly synthesized benchmark
+``train=True`` first trains a new model with ``configs/demo.yaml`` on a freshly synthesized benchmark
 (optionally within a time budget) and demonstrates that one instead.
 
 Output folder (written in a temporary folder beside it and moved into place when complete)::
@@ -373,7 +373,7 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
     if "training" in summary:
         t = summary["training"]
         command = " ".join(["yofo train", t["config"], "data.root=data/synth", *t["overrides"]])
-        lines += ["", f"Trained here from scratch, as `yofo synth data/synth` then `{command}`: {t['steps']} steps in "
+        lines += ["", f"Trained here, as `yofo synth data/synth` then `{command}`: {t['steps']} steps in "
                   f"{t['seconds'] / 60:.1f} min" + (f" (budget {t['minutes']} min, {t['seconds_per_step']} s/step "
                                                       f"measured first)." if "minutes" in t else ".")]
     speed = ev["speed"]
@@ -409,7 +409,7 @@ def run_demo(
         out: output folder (replaced when complete).
         checkpoint: the model to demonstrate; ignored with ``train``.
         training_log: its training log (the trainer's ``metrics.csv``); default ``<checkpoint>.csv``.
-        train: train a model from scratch with ``configs/demo.yaml`` instead.
+        train: train a new model with ``configs/demo.yaml`` instead.
         minutes: with ``train``, the training time budget; None trains the config's full schedule.
         videos: number of valid videos rendered as overlay MP4s.
         valid: number of valid videos synthesized and evaluated; default the benchmark's valid count.

@@ -131,7 +131,7 @@ def test_demo_trains_within_a_budget(tmp_path, monkeypatch):
     with open(tmp_path / "demo" / "train" / "metrics.csv", newline="") as handle:
         assert int(list(csv.DictReader(handle))[-1]["step"]) == training["steps"]
     assert summary["checkpoint"] == "train/model.safetensors" and summary["training_curve"]["file"]
-    assert "Trained here from scratch" in (tmp_path / "demo" / "report.md").read_text()
+    assert "Trained here, as" in (tmp_path / "demo" / "report.md").read_text()
 
 
 def test_overlay_layout():

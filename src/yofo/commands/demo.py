@@ -1,7 +1,7 @@
 """``yofo demo``: evaluate the shipped checkpoint on the synthetic benchmark and write a report (see :mod:`yofo.demo`).
 
     yofo demo --out demo_out                  # checkpoints/yofo-synthetic.safetensors; what `make demo` runs
-    yofo demo --train --minutes 20            # train from scratch with configs/demo.yaml first
+    yofo demo --train --minutes 20            # train a new model with configs/demo.yaml first
 
 Writes ``OUT/report.md``, ``OUT/metrics.json``, ``OUT/overlays/*.mp4``, ``OUT/training_curve.png`` and
 ``OUT/eval/`` (``yofo eval``'s output). The folder appears only when complete.
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model to demonstrate (default: the shipped checkpoints/yofo-synthetic.safetensors)")
     parser.add_argument("--training-log", type=Path, default=None,
                         help="its training log (metrics.csv) for the curve (default: CHECKPOINT with .csv)")
-    parser.add_argument("--train", action="store_true", help="train a model from scratch (configs/demo.yaml) first")
+    parser.add_argument("--train", action="store_true", help="train a new model (configs/demo.yaml) first")
     parser.add_argument("--minutes", type=float, default=None,
                         help="with --train: training time budget (default: the config's full schedule)")
     parser.add_argument("--videos", type=int, default=3, help="valid videos rendered as overlay MP4s (default 3)")

@@ -18,7 +18,7 @@ HELP = "train YOFO from a config: two stages, resumable, DDP under torchrun"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config name (paper, tiny, demo) or YAML path")
+    parser.add_argument("config", help="config name (paper, lite, tiny, demo, demo-scratch) or YAML path")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. data.root=data/synth train.batch_size=8")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/<config name>)")

@@ -190,9 +190,9 @@ def training_data(path: str | Path) -> TrainingData:
     """What the checkpoint at ``path`` was trained on (see :class:`TrainingData`).
 
     A checkpoint saved before yofo recorded its data has no ``trained_on``. If its model config is that of
-    ``configs/demo.yaml``, the synthetic-benchmark recipe the shipped checkpoint was made with (and which
-    has no pretrained encoder to start real-video training from), it is taken as synthetic-only and the
-    summary says that this is inferred; otherwise the data is unknown.
+    ``configs/demo-scratch.yaml``, the synthetic-benchmark recipe of the demo checkpoint shipped then (and
+    which has no pretrained encoder to start real-video training from), it is taken as synthetic-only and
+    the summary says that this is inferred; otherwise the data is unknown.
     """
     meta = read_metadata(path)
     if "trained_on" in meta:
@@ -203,10 +203,10 @@ def training_data(path: str | Path) -> TrainingData:
         except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
             raise CheckpointError(f"{path}: metadata field 'trained_on' is not a list of datasets") from None
         return TrainingData(True, synthetic and bool(datasets), datasets, summary)
-    if not model_config_differences(checkpoint_model_config(path), load_config("demo").model):
+    if not model_config_differences(checkpoint_model_config(path), load_config("demo-scratch").model):
         return TrainingData(False, True, [], f"{SYNTHETIC}, inferred: the checkpoint does not record its data "
                                              f"(saved before yofo recorded it) and has the model config of "
-                                             f"configs/demo.yaml, the synthetic-benchmark recipe")
+                                             f"configs/demo-scratch.yaml, the synthetic-benchmark recipe")
     return TrainingData(False, None, [], "not recorded (the checkpoint was saved before yofo recorded it)")
 
 
