@@ -103,6 +103,7 @@ def test_k_expressions_share_one_pass_and_match_separate_runs(tiny):
     state = _k_together_and_apart(tiny)
     assert state.memory[0][0].shape[0] == 1  # Φ stored once for both expressions
 
+
 @pytest.mark.parametrize("overrides", [[], ["model.fm.motion.window=2"]], ids=["paper", "motion FM"])
 def test_a_clip_shared_by_paired_expressions_equals_the_clip_given_twice(overrides, random_model):
     """Training with paired expressions encodes each pair's frames once; outputs and gradients are unchanged."""
@@ -120,7 +121,6 @@ def test_a_clip_shared_by_paired_expressions_equals_the_clip_given_twice(overrid
     for name, grad in shared_grads.items():
         other = twice_grads[name]  # float32 sums in another order: compare to the gradient's own scale
         assert (grad - other).abs().max() <= 1e-4 * other.abs().max() + 1e-7, name
-
 
 
 def test_bad_inputs_raise_clear_errors(tiny):
