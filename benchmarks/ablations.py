@@ -2,7 +2,8 @@
 on, equal budgets, several seeds.
 
 Usage: .venv/bin/python benchmarks/ablations.py --data DIR --out DIR [--config demo] [--seeds 0,1,2]
-           [--steps N] [--jobs N] [--variants yofo,fm_ss,...] [--max-videos N] [key=value ...]
+           [--steps N] [--jobs N] [--variants yofo,fm_ss,...] [--max-videos N] [--resume-from JSON]
+           [key=value ...]
 
 Each variant is the same config (``--config`` plus the ``key=value`` overrides) with one switch (README,
 "Table 3 ablations are config switches"), and ``motion`` is YOFO with motion-aware feature mining (ours,
@@ -15,7 +16,8 @@ and the grounding check (:func:`yofo.engine.evaluate.evaluate`). ``--data`` gets
 
 Output folder::
 
-    OUT/settings.json               config, overrides, steps, data, max videos: a later call must match them
+    OUT/settings.json               config, overrides, steps, data (the benchmark's synth.json), max videos:
+                                    a later call must match them
     OUT/runs/<variant>/seed<k>/     the training run (model.safetensors, metrics.csv, checkpoints/)
     OUT/runs/<variant>/seed<k>/eval/    yofo eval's output (metrics.json, per_object.csv, predictions/)
     OUT/ablations.md                J, F, J&F, the control's J&F, the grounded share and J&F per cue
@@ -25,7 +27,11 @@ Output folder::
 
 Resumable: a run whose ``eval/metrics.json`` exists is skipped; an interrupted run resumes from its last
 checkpoint (bit-exact on CPU). Seeds and variants can be added to an existing folder; other settings cannot
-(``settings.json``), so that every row of the table has had the same budget.
+(``settings.json``), so that every row of the table has had the same budget. The table, JSON and chart are
+rewritten after every finished run, so they always hold every run finished so far. ``--resume-from`` takes
+the runs recorded in an earlier ``ablations.json`` (e.g. the committed
+``benchmarks/results/ablations-demo.json``) as finished, so a table can be continued on another machine
+without its run folders; its settings must match this call's, the data being compared by its ``synth.json``.
 
 ``--jobs N`` trains N runs at once, each in its own process; with the demo config's ``train.num_threads: 1``
 that is one run per core.
@@ -87,6 +93,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained at once, each in its own process (default 1); with train.num_threads=1, "
                              "as in the demo config, one per core")
+    parser.add_argument("--resume-from", type=Path, default=None, metavar="JSON",
+                        help="an earlier ablations.json whose runs count as finished (its settings must match)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every variant")
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
     try:
@@ -104,6 +112,23 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _data_id(data: Path) -> Any:
+    """What identifies a benchmark: its ``synth.json`` (``yofo synth`` is byte-identical for its settings and
+    seed, wherever the folder lies), or its absolute path for other data."""
+    spec = data / "synth.json"
+    if spec.is_file():
+        try:
+            return json.loads(spec.read_text())
+        except json.JSONDecodeError:
+            raise InputError(f"{spec}: not valid JSON; synthesize the benchmark again with yofo synth") from None
+    return str(data.resolve())
+
+
+def _changed_setting(saved: dict[str, Any], settings: dict[str, Any]) -> str | None:
+    """The first setting whose value differs between ``saved`` and ``settings``, or None."""
+    return next((key for key in settings if saved.get(key) != settings[key]), None)
+
+
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Write ``OUT/settings.json``, or check that an existing one matches: equal budgets for every row."""
     path = out / SETTINGS_FILE
@@ -112,10 +137,10 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
             saved = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise InputError(f"{path}: not valid JSON; remove it or use another --out") from None
-        changed = [key for key in settings if saved.get(key) != settings[key]]
+        changed = _changed_setting(saved, settings)
         if changed:
-            raise InputError(f"{path}: field '{changed[0]}' is {saved.get(changed[0])!r} but this call asks for "
-                             f"{settings[changed[0]]!r}; use another --out")
+            raise InputError(f"{path}: field '{changed}' is {saved.get(changed)!r} but this call asks for "
+                             f"{settings[changed]!r}; use another --out")
         return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n"))
@@ -143,11 +168,30 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, progress: bool = 
     return result, f"{(time.perf_counter() - start) / 60:.1f} min"
 
 
-def run_all(args: argparse.Namespace) -> dict[str, dict[int, dict[str, Any]]]:
+def _previous_runs(path: Path, settings: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    """The run rows of an earlier ``ablations.json`` (``--resume-from``), after checking its settings."""
+    try:
+        previous = json.loads(path.read_text())
+        saved, runs = previous["settings"], previous["runs"]
+    except OSError as err:
+        raise InputError(f"--resume-from {path}: cannot read it ({err.strerror})") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise InputError(f"--resume-from {path}: expected an ablations.json with 'settings' and 'runs'") from None
+    changed = _changed_setting(saved, settings)
+    if changed:
+        raise InputError(f"--resume-from {path}: field 'settings.{changed}' is {saved.get(changed)!r} but this "
+                         f"call asks for {settings[changed]!r}; its runs had another budget")
+    return {variant: {int(seed): row for seed, row in by_seed.items()} for variant, by_seed in runs.items()}
+
+
+def run_all(args: argparse.Namespace, settings: dict[str, Any],
+            previous: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[int, dict[str, Any]]]:
     """Every variant × seed, ``args.jobs`` at a time: ``{variant: {seed: run row}}`` (rows as :func:`_run_row`).
 
-    With several jobs each run goes to a spawned process. A run's result does not depend on the process that
-    trains it or on what runs beside it: training is deterministic for a given thread count.
+    Runs in ``previous`` (``--resume-from``) are not run again. The outputs are rewritten after every finished
+    run (:func:`write_outputs`). With several jobs each run goes to a spawned process. A run's result does not
+    depend on the process that trains it or on what runs beside it: training is deterministic for a given
+    thread count.
     """
     pairs = [(v, s) for v in args.variants for s in args.seeds]
     runs: dict[str, dict[int, dict[str, Any]]] = {v: {} for v in args.variants}
@@ -158,20 +202,34 @@ def run_all(args: argparse.Namespace) -> dict[str, dict[int, dict[str, Any]]]:
     def finished(name: str, variant: str, seed: int, result: dict[str, Any], how: str) -> None:
         runs[variant][seed] = _run_row(result)
         print(f"{name}: J&F {result['J&F']:.3f} ({how})", flush=True)
+        write_outputs(args.out, settings, _sorted_runs(runs))
 
+    todo = []
+    for n, (variant, seed) in enumerate(pairs, 1):
+        row = previous.get(variant, {}).get(seed)
+        if row is None or (args.out / "runs" / variant / f"seed{seed}" / "eval" / METRICS_FILE).is_file():
+            todo.append((n, variant, seed))
+        else:
+            runs[variant][seed] = row
+            print(f"{started(n, variant, seed)}: J&F {row['J&F']:.3f} (already done, {args.resume_from})", flush=True)
     if args.jobs == 1:
-        for n, (variant, seed) in enumerate(pairs, 1):
+        for n, variant, seed in todo:
             print(f"{started(n, variant, seed)}: training", flush=True)
             finished(started(n, variant, seed), variant, seed, *run_one(args, variant, seed))
     else:
-        print(f"{len(pairs)} runs, {args.jobs} at a time", flush=True)
+        print(f"{len(todo)} runs, {args.jobs} at a time", flush=True)
         context = multiprocessing.get_context("spawn")  # never fork a process that may hold OpenMP or CUDA state
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
             futures = {pool.submit(run_one, args, variant, seed, False): (started(n, variant, seed), variant, seed)
-                       for n, (variant, seed) in enumerate(pairs, 1)}
+                       for n, variant, seed in todo}
             for future in as_completed(futures):
                 finished(*futures[future], *future.result())
-    return {variant: dict(sorted(by_seed.items())) for variant, by_seed in runs.items()}
+    return _sorted_runs(runs)
+
+
+def _sorted_runs(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[int, dict[str, Any]]]:
+    """``runs`` with each variant's seeds in order and the variants that have no finished run left out."""
+    return {variant: dict(sorted(by_seed.items())) for variant, by_seed in runs.items() if by_seed}
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
@@ -268,23 +326,27 @@ def plot(path: Path, summary: dict[str, Any]) -> None:
     plt.close(figure)
 
 
+def write_outputs(out: Path, settings: dict[str, Any], runs: dict[str, dict[int, dict[str, Any]]]) -> None:
+    """``OUT/ablations.json``, ``ablations.md`` and ``ablations.png`` of the runs finished so far."""
+    summary = summarize_runs(runs)
+    results = {"settings": settings, "variants": summary, "runs": runs}
+    atomic_write(out / "ablations.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
+    write_table(out / "ablations.md", summary, settings)
+    plot(out / "ablations.png", summary)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ablation table (see the module docstring); 0 on success, 2 on a yofo error."""
     args = _parse_args(argv)
     try:
-        settings = {"config": args.config, "overrides": args.overrides, "steps": args.steps,
-                    "data": str(args.data.resolve()), "max_videos": args.max_videos}
-        _check_settings(args.out, settings)
         if not args.data.exists():
             print(f"synthesizing the default benchmark into {args.data}", flush=True)
             synthesize(args.data, progress=True)
-        runs = run_all(args)
-        summary = summarize_runs(runs)
-        results = {"settings": settings, "variants": summary, "runs": runs}
-        atomic_write(args.out / "ablations.json",
-                     lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
-        write_table(args.out / "ablations.md", summary, settings)
-        plot(args.out / "ablations.png", summary)
+        settings = {"config": args.config, "overrides": args.overrides, "steps": args.steps,
+                    "data": _data_id(args.data), "max_videos": args.max_videos}
+        previous = {} if args.resume_from is None else _previous_runs(args.resume_from, settings)
+        _check_settings(args.out, settings)
+        write_outputs(args.out, settings, run_all(args, settings, previous))
     except YofoError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -58,3 +58,54 @@ def test_table_and_resume(
     # Another budget in the same folder would mix unequal runs: refused.
     assert ablations.main([*argv[:argv.index("--steps") + 1], "3", *argv[argv.index("--steps") + 2:]]) == 2
     assert "field 'steps'" in capsys.readouterr().err
+
+
+def test_resume_from_an_earlier_table_and_outputs_after_every_run(
+    ablations, micro: list[str], tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    synthesize(data, train=2, valid=2, seed=0, size=(64, 64), frames=6)
+    overrides = [o for o in micro if not o.startswith("data.root=")]
+    argv = ["--data", str(data), "--config", "tiny", "--seeds", "0,1", "--steps", "2", "--variants", "yofo",
+            "--max-videos", "2", *overrides]
+
+    # Stopped during its second run: the outputs already hold the first.
+    train, calls = ablations.train, []
+
+    def train_then_stop(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train(*a, **k)
+
+    monkeypatch.setattr(ablations, "train", train_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        ablations.main([*argv, "--out", str(tmp_path / "stopped")])
+    partial = json.loads((tmp_path / "stopped" / "ablations.json").read_text())
+    assert partial["runs"] == {"yofo": {"0": partial["runs"]["yofo"]["0"]}}
+    assert partial["variants"]["yofo"]["seeds"] == [0]
+    assert "| YOFO | (none) | 1 |" in (tmp_path / "stopped" / "ablations.md").read_text()
+    monkeypatch.setattr(ablations, "train", train)
+
+    # Another machine: a copy of that JSON beside data synthesized elsewhere, no run folders.
+    committed = tmp_path / "committed.json"
+    committed.write_text((tmp_path / "stopped" / "ablations.json").read_text())
+    elsewhere = tmp_path / "elsewhere"
+    synthesize(elsewhere, train=2, valid=2, seed=0, size=(64, 64), frames=6)
+    capsys.readouterr()
+    argv_elsewhere = [*argv, "--data", str(elsewhere), "--out", str(tmp_path / "continued")]
+    assert ablations.main([*argv_elsewhere, "--resume-from", str(committed)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("already done") == 1 and out.count("): J&F ") == 2
+    assert not (tmp_path / "continued" / "runs" / "yofo" / "seed0").exists()  # taken from the JSON, not retrained
+    continued = json.loads((tmp_path / "continued" / "ablations.json").read_text())
+    assert continued["runs"]["yofo"]["0"] == partial["runs"]["yofo"]["0"]
+    assert continued["variants"]["yofo"]["seeds"] == [0, 1]
+
+    # A table of another budget, or of other data, is refused with the field named.
+    synthesize(tmp_path / "other", train=2, valid=2, seed=1, size=(64, 64), frames=6)
+    for change, field in ((["--steps", "3"], "settings.steps"), (["--data", str(tmp_path / "other")], "settings.data")):
+        assert ablations.main([*argv_elsewhere, *change, "--resume-from", str(committed)]) == 2
+        assert f"field '{field}'" in capsys.readouterr().err
+    assert ablations.main([*argv_elsewhere, "--resume-from", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: cannot read it" in capsys.readouterr().err
