@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import time
 from pathlib import Path
@@ -49,6 +50,12 @@ def test_resume_at_and_after_the_stage_boundary_is_exact(micro, tmp_path, single
         assert all(torch.equal(value[k], b["optimizer"]["state"][key][k]) for k in value)
     assert metrics(whole) == metrics(parts) and [r["step"] for r in metrics(parts)] == ["1", "2", "3"]
     assert float(metrics(parts)[2]["lr"]) == pytest.approx(0.2 * float(metrics(parts)[1]["lr"]))
+    # Each start of the run is recorded with what decides its bits besides the config and data.
+    starts = json.loads((parts / "environment.json").read_text())
+    assert [s["start_step"] for s in starts] == [0, 1, 2]
+    assert starts[0] == json.loads((whole / "environment.json").read_text())[0]
+    assert starts[0]["num_threads"] == 1 and starts[0]["device"] == "cpu"
+    assert starts[0]["torch"] == torch.__version__ and starts[0]["cpu_capability"] and starts[0]["cpu"]
 
 
 @pytest.mark.slow

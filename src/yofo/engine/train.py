@@ -21,14 +21,21 @@ Checkpoints. ``OUT/checkpoints/step_XXXXXXXX/`` receives ``model.safetensors`` a
 marking the pair complete), after which ``OUT/model.safetensors`` becomes a hard link to the new weights and
 older step folders are removed. ``resume`` loads the newest complete pair, so a run killed at any moment
 and resumed ends with exactly the weights of an uninterrupted run (on CPU, same thread count).
+
+Environment. The bits of the weights depend on the machine too: torch's CPU kernels, oneDNN and MKL pick
+their code by the instruction set (AVX2, AVX-512, ...), and each sums in its own order. ``OUT/environment.json``
+records, for every start of the run (the first and each resume), what decides that (:func:`environment`), so
+that two runs whose sha256 differ can be told apart from a run that is not reproducible.
 """
 
 from __future__ import annotations
 
 import csv
 import inspect
+import json
 import math
 import os
+import platform
 import re
 import shutil
 import time
@@ -53,6 +60,7 @@ from yofo.model.yofo import YOFO, build_model
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.csv"
+ENVIRONMENT_FILE = "environment.json"
 METRICS = ("step", "epoch", "stage", "loss", "lr", "clips_per_s", "elapsed")
 _STEP_FOLDER = re.compile(r"step_(\d+)")
 
@@ -202,6 +210,41 @@ def _read_checkpoint(folder: Path, model_cfg: DictConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- logging
+def environment(device: torch.device) -> dict[str, Any]:
+    """What, besides the config and the data, decides the bits of a training run on this machine.
+
+    Returns:
+        ``{"torch", "python", "cpu", "cpu_capability", "num_threads", "device"}`` and, on CUDA, ``"cuda"``
+        and ``"gpu"``; ``cpu`` is the processor's model name (``/proc/cpuinfo``, else :func:`platform.processor`),
+        ``cpu_capability`` the instruction set torch's CPU kernels use (``"AVX512"``, ``"AVX2"``, ...).
+    """
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    env = {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu,
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "num_threads": torch.get_num_threads(),
+           "device": str(device)}
+    if device.type == "cuda":
+        env.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(device))
+    return env
+
+
+def _record_environment(out: Path, start_step: int, device: torch.device) -> None:
+    """Add this start of the run to ``OUT/environment.json`` (a list, one entry per start, oldest first)."""
+    path = out / ENVIRONMENT_FILE
+    starts = []
+    if start_step > 0 and path.is_file():
+        try:
+            starts = [s for s in json.loads(path.read_text()) if s.get("start_step", 0) < start_step]
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            starts = []  # a damaged record is replaced, never fatal to the run
+    starts.append({"start_step": start_step, **environment(device)})
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(starts, indent=2) + "\n"))
+
+
 class MetricsLog:
     """``OUT/metrics.csv`` (columns :data:`METRICS`) and TensorBoard scalars when it is installed.
 
@@ -396,6 +439,7 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
     elapsed = saved["elapsed"] if saved is not None else 0.0
     if dist.is_main:
         atomic_write(out / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
+        _record_environment(out, start, device)
         log = MetricsLog(out, start)
     # One iterator spans the whole run (both stages), so the workers start once: persistent_workers would
     # change nothing. Pinned host memory lets the copies to the GPU overlap the step.
