@@ -110,7 +110,8 @@ def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, 
     assert str(out / "checkpoints" / "step_00000002") in err
     after = snapshot(out)
     rewritten = ("config.yaml", "environment.json")  # the resumed run's config and start are recorded
-    assert {k: v for k, v in after.items() if k not in rewritten} == {k: v for k, v in before.items() if k not in rewritten}
+    kept = {k: v for k, v in before.items() if k not in rewritten}
+    assert {k: v for k, v in after.items() if k not in rewritten} == kept
     assert [s["start_step"] for s in json.loads(after["environment.json"])] == [0, 2]
 
 
