@@ -146,6 +146,11 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n"))
 
 
+def _metrics_file(args: argparse.Namespace, variant: str, seed: int) -> Path:
+    """``OUT/runs/<variant>/seed<k>/eval/metrics.json``: its presence marks a finished run."""
+    return args.out / "runs" / variant / f"seed{seed}" / "eval" / METRICS_FILE
+
+
 def run_one(args: argparse.Namespace, variant: str, seed: int, progress: bool = True) -> tuple[dict[str, Any], str]:
     """Train and evaluate one variant × seed, or read its results when it has finished before.
 
@@ -156,7 +161,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, progress: bool = 
         (the run's metrics.json content, "already done" or the minutes it took).
     """
     run = args.out / "runs" / variant / f"seed{seed}"
-    metrics = run / "eval" / METRICS_FILE
+    metrics = _metrics_file(args, variant, seed)
     if metrics.is_file():
         return json.loads(metrics.read_text()), "already done"
     start = time.perf_counter()
@@ -207,14 +212,15 @@ def run_all(args: argparse.Namespace, settings: dict[str, Any],
     todo = []
     for n, (variant, seed) in enumerate(pairs, 1):
         row = previous.get(variant, {}).get(seed)
-        if row is None or (args.out / "runs" / variant / f"seed{seed}" / "eval" / METRICS_FILE).is_file():
+        if row is None or _metrics_file(args, variant, seed).is_file():
             todo.append((n, variant, seed))
         else:
             runs[variant][seed] = row
             print(f"{started(n, variant, seed)}: J&F {row['J&F']:.3f} (already done, {args.resume_from})", flush=True)
     if args.jobs == 1:
         for n, variant, seed in todo:
-            print(f"{started(n, variant, seed)}: training", flush=True)
+            if not _metrics_file(args, variant, seed).is_file():
+                print(f"{started(n, variant, seed)}: training", flush=True)
             finished(started(n, variant, seed), variant, seed, *run_one(args, variant, seed))
     else:
         print(f"{len(todo)} runs, {args.jobs} at a time", flush=True)

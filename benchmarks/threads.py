@@ -9,7 +9,8 @@ with one sentence on synthetic frames (:func:`yofo.commands.bench.synthetic_fram
 frames, then as many frames as fit in ``--seconds`` (at least 3). Workloads:
 
   demo     the shipped checkpoint (configs/demo.yaml) on 96×160 frames: the synthetic benchmark's size
-  demo480  the shipped checkpoint on 480×854 frames (DAVIS size; the segmenter fits them into 96×160)
+  demo480  the shipped checkpoint run at a 480×854 input (DAVIS size; a heavier frame than yofo segment,
+           which fits every frame into the checkpoint's 96×160)
   paper    configs/paper.yaml, random weights, 384×640 frames (as `yofo bench`)
 
 Threads: N >= 1 or 0 for torch's default (one per physical core, or ``OMP_NUM_THREADS``). ``--competing K``
