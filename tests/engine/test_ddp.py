@@ -63,8 +63,9 @@ def test_two_processes_train_one_model_on_disjoint_clips(micro, tmp_path):
     assert sources[0] and sources[1] and sources[0] != sources[1]
     # Rank 0 alone wrote: one checkpoint folder (the final one), one metrics row per step.
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003"]
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.yaml", "metrics.csv", "model.safetensors",
-                                                     "tensorboard"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.yaml", "environment.json", "metrics.csv",
+                                                     "model.safetensors", "tensorboard"]
+    assert [(s["start_step"], s["world_size"]) for s in json.loads((out / "environment.json").read_text())] == [(0, 2)]
     assert len(list((out / "tensorboard").iterdir())) == 1
     with (out / "metrics.csv").open() as f:
         assert [row["step"] for row in csv.DictReader(f)] == ["1", "2", "3"]

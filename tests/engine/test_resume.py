@@ -54,7 +54,7 @@ def test_resume_at_and_after_the_stage_boundary_is_exact(micro, tmp_path, single
     starts = json.loads((parts / "environment.json").read_text())
     assert [s["start_step"] for s in starts] == [0, 1, 2]
     assert starts[0] == json.loads((whole / "environment.json").read_text())[0]
-    assert starts[0]["num_threads"] == 1 and starts[0]["device"] == "cpu"
+    assert starts[0]["num_threads"] == 1 and starts[0]["device"] == "cpu" and starts[0]["world_size"] == 1
     assert starts[0]["torch"] == torch.__version__ and starts[0]["cpu_capability"] and starts[0]["cpu"]
 
 

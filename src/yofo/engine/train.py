@@ -210,12 +210,16 @@ def _read_checkpoint(folder: Path, model_cfg: DictConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- logging
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
     """What, besides the config and the data, decides the bits of a training run on this machine.
 
+    Args:
+        device: the training device.
+        world_size: training processes (DDP under ``torchrun``; 1 alone).
+
     Returns:
-        ``{"torch", "python", "cpu", "cpu_capability", "num_threads", "device"}`` and, on CUDA, ``"cuda"``
-        and ``"gpu"``; ``cpu`` is the processor's model name (``/proc/cpuinfo``, else :func:`platform.processor`),
+        ``{"torch", "python", "cpu", "cpu_capability", "num_threads", "device", "world_size"}`` and, on CUDA,
+        ``"cuda"`` and ``"gpu"``; ``cpu`` is the processor's model name (``/proc/cpuinfo``, else :func:`platform.processor`),
         ``cpu_capability`` the instruction set torch's CPU kernels use (``"AVX512"``, ``"AVX2"``, ...).
     """
     cpu = platform.processor() or platform.machine()
@@ -226,13 +230,13 @@ def environment(device: torch.device) -> dict[str, Any]:
         pass
     env = {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu,
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "num_threads": torch.get_num_threads(),
-           "device": str(device)}
+           "device": str(device), "world_size": world_size}
     if device.type == "cuda":
         env.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(device))
     return env
 
 
-def _record_environment(out: Path, start_step: int, device: torch.device) -> None:
+def _record_environment(out: Path, start_step: int, device: torch.device, world_size: int) -> None:
     """Add this start of the run to ``OUT/environment.json`` (a list, one entry per start, oldest first)."""
     path = out / ENVIRONMENT_FILE
     starts = []
@@ -241,7 +245,7 @@ def _record_environment(out: Path, start_step: int, device: torch.device) -> Non
             starts = [s for s in json.loads(path.read_text()) if s.get("start_step", 0) < start_step]
         except (json.JSONDecodeError, AttributeError, TypeError):
             starts = []  # a damaged record is replaced, never fatal to the run
-    starts.append({"start_step": start_step, **environment(device)})
+    starts.append({"start_step": start_step, **environment(device, world_size)})
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(starts, indent=2) + "\n"))
 
 
@@ -321,7 +325,7 @@ def train(
 
     Args:
         cfg: the full config (:func:`yofo.config.load_config`).
-        out: run folder: checkpoints, ``model.safetensors``, ``metrics.csv``, ``config.yaml``.
+        out: run folder: checkpoints, ``model.safetensors``, ``metrics.csv``, ``config.yaml``, ``environment.json``.
         resume: continue from the newest checkpoint in ``out`` (a new run when there is none).
         max_steps: stop after this many steps in total (counted from the start of the run).
         progress: show a progress bar (rank 0).
@@ -439,7 +443,7 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
     elapsed = saved["elapsed"] if saved is not None else 0.0
     if dist.is_main:
         atomic_write(out / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
-        _record_environment(out, start, device)
+        _record_environment(out, start, device, dist.world_size)
         log = MetricsLog(out, start)
     # One iterator spans the whole run (both stages), so the workers start once: persistent_workers would
     # change nothing. Pinned host memory lets the copies to the GPU overlap the step.
