@@ -223,7 +223,8 @@ def run_all(args: argparse.Namespace, settings: dict[str, Any],
                 print(f"{started(n, variant, seed)}: training", flush=True)
             finished(started(n, variant, seed), variant, seed, *run_one(args, variant, seed))
     else:
-        print(f"{len(todo)} runs, {args.jobs} at a time", flush=True)
+        to_train = sum(not _metrics_file(args, variant, seed).is_file() for _, variant, seed in todo)
+        print(f"{to_train} runs to train, {args.jobs} at a time", flush=True)
         context = multiprocessing.get_context("spawn")  # never fork a process that may hold OpenMP or CUDA state
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
             futures = {pool.submit(run_one, args, variant, seed, False): (started(n, variant, seed), variant, seed)

@@ -32,7 +32,7 @@ def test_table_and_resume(
 
     assert ablations.main([*argv, "--jobs", "2"]) == 0  # two runs at a time, each in its own process
     first = capsys.readouterr().out
-    assert "4 runs, 2 at a time" in first and first.count("): J&F ") == 4 and first.count("already done") == 0
+    assert "4 runs to train, 2 at a time" in first and first.count("): J&F ") == 4 and first.count("already done") == 0
     for variant in ("yofo", "no_memory"):
         for seed in (0, 1):
             assert (out / "runs" / variant / f"seed{seed}" / "eval" / "metrics.json").is_file()
@@ -54,6 +54,7 @@ def test_table_and_resume(
     assert ablations.main(argv) == 0
     assert capsys.readouterr().out.count("already done") == 4
     assert (out / "ablations.md").read_text().splitlines() == table
+    assert ablations.main([*argv, "--jobs", "2"]) == 0 and "0 runs to train, 2 at a time" in capsys.readouterr().out
 
     # Another budget in the same folder would mix unequal runs: refused.
     assert ablations.main([*argv[:argv.index("--steps") + 1], "3", *argv[argv.index("--steps") + 2:]]) == 2
