@@ -219,8 +219,9 @@ def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
 
     Returns:
         ``{"torch", "python", "cpu", "cpu_capability", "num_threads", "device", "world_size"}`` and, on CUDA,
-        ``"cuda"`` and ``"gpu"``; ``cpu`` is the processor's model name (``/proc/cpuinfo``, else :func:`platform.processor`),
-        ``cpu_capability`` the instruction set torch's CPU kernels use (``"AVX512"``, ``"AVX2"``, ...).
+        ``"cuda"`` and ``"gpu"``; ``cpu`` is the processor's model name (``/proc/cpuinfo``, else
+        :func:`platform.processor`), ``cpu_capability`` the instruction set torch's CPU kernels use
+        (``"AVX512"``, ``"AVX2"``, ...).
     """
     cpu = platform.processor() or platform.machine()
     try:
