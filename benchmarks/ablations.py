@@ -146,24 +146,21 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n"))
 
 
-def _metrics_file(args: argparse.Namespace, variant: str, seed: int) -> Path:
-    """``OUT/runs/<variant>/seed<k>/eval/metrics.json``: its presence marks a finished run."""
-    return args.out / "runs" / variant / f"seed{seed}" / "eval" / METRICS_FILE
+def _run_folder(args: argparse.Namespace, variant: str, seed: int) -> Path:
+    """``OUT/runs/<variant>/seed<k>/``; its ``eval/metrics.json`` marks a finished run."""
+    return args.out / "runs" / variant / f"seed{seed}"
 
 
 def run_one(args: argparse.Namespace, variant: str, seed: int, progress: bool = True) -> tuple[dict[str, Any], str]:
-    """Train and evaluate one variant × seed, or read its results when it has finished before.
+    """Train (resuming an interrupted run) and evaluate one variant × seed.
 
     Args:
         progress: progress bars (off when several runs share the terminal).
 
     Returns:
-        (the run's metrics.json content, "already done" or the minutes it took).
+        (the run's metrics.json content, the minutes it took).
     """
-    run = args.out / "runs" / variant / f"seed{seed}"
-    metrics = _metrics_file(args, variant, seed)
-    if metrics.is_file():
-        return json.loads(metrics.read_text()), "already done"
+    run = _run_folder(args, variant, seed)
     start = time.perf_counter()
     overrides = [*args.overrides, *VARIANTS[variant][1], f"data.root={args.data}", f"train.seed={seed}"]
     cfg = load_config(args.config, overrides)
@@ -209,22 +206,24 @@ def run_all(args: argparse.Namespace, settings: dict[str, Any],
         print(f"{name}: J&F {result['J&F']:.3f} ({how})", flush=True)
         write_outputs(args.out, settings, _sorted_runs(runs))
 
-    todo = []
+    todo = []  # the runs to train: neither evaluated in OUT nor recorded in ``previous``
     for n, (variant, seed) in enumerate(pairs, 1):
-        row = previous.get(variant, {}).get(seed)
-        if row is None or _metrics_file(args, variant, seed).is_file():
-            todo.append((n, variant, seed))
+        metrics = _run_folder(args, variant, seed) / "eval" / METRICS_FILE
+        if metrics.is_file():
+            row, how = _run_row(json.loads(metrics.read_text())), "already done"
+        elif seed in previous.get(variant, {}):
+            row, how = previous[variant][seed], f"already done, {args.resume_from}"
         else:
-            runs[variant][seed] = row
-            print(f"{started(n, variant, seed)}: J&F {row['J&F']:.3f} (already done, {args.resume_from})", flush=True)
+            todo.append((n, variant, seed))
+            continue
+        runs[variant][seed] = row
+        print(f"{started(n, variant, seed)}: J&F {row['J&F']:.3f} ({how})", flush=True)
     if args.jobs == 1:
         for n, variant, seed in todo:
-            if not _metrics_file(args, variant, seed).is_file():
-                print(f"{started(n, variant, seed)}: training", flush=True)
+            print(f"{started(n, variant, seed)}: training", flush=True)
             finished(started(n, variant, seed), variant, seed, *run_one(args, variant, seed))
     else:
-        to_train = sum(not _metrics_file(args, variant, seed).is_file() for _, variant, seed in todo)
-        print(f"{to_train} runs to train, {args.jobs} at a time", flush=True)
+        print(f"{len(todo)} runs to train, {args.jobs} at a time", flush=True)
         context = multiprocessing.get_context("spawn")  # never fork a process that may hold OpenMP or CUDA state
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
             futures = {pool.submit(run_one, args, variant, seed, False): (started(n, variant, seed), variant, seed)
