@@ -2,7 +2,7 @@
 on, equal budgets, several seeds.
 
 Usage: .venv/bin/python benchmarks/ablations.py --data DIR --out DIR [--config demo] [--seeds 0,1,2]
-           [--steps N] [--jobs N] [--variants yofo,fm_ss,...] [--max-videos N] [--resume-from JSON]
+           [--steps N] [--jobs N] [--variants yofo,fm_ss,...] [--max-videos N] [--resume-from JSON] [--status]
            [key=value ...]
 
 Each variant is the same config (``--config`` plus the ``key=value`` overrides) with one switch (README,
@@ -33,7 +33,8 @@ the runs recorded in an earlier ``ablations.json`` (e.g. the committed
 ``benchmarks/results/ablations-demo.json``) as finished, so a table can be continued on another machine
 without its run folders; its settings must match this call's, the data being compared by its ``synth.json``.
 
-``--jobs N`` trains N runs at once, each in its own process; with the demo config's ``train.num_threads: 1``
+``--status`` trains nothing: it lists the runs left to train and rewrites the outputs from the finished ones
+(e.g. after a table was stopped). ``--jobs N`` trains N runs at once, each in its own process; with the demo config's ``train.num_threads: 1``
 that is one run per core.
 
 Default budget: the config's whole schedule (``demo``: 6800 steps of 8 two-frame clips), the budget at which
@@ -61,7 +62,7 @@ import numpy as np
 from yofo.config import load_config
 from yofo.data.synthetic import synthesize
 from yofo.engine.evaluate import METRICS_FILE, evaluate
-from yofo.engine.train import train
+from yofo.engine.train import ENVIRONMENT_FILE, train
 from yofo.errors import InputError, YofoError
 from yofo.files import atomic_write
 
@@ -95,6 +96,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "as in the demo config, one per core")
     parser.add_argument("--resume-from", type=Path, default=None, metavar="JSON",
                         help="an earlier ablations.json whose runs count as finished (its settings must match)")
+    parser.add_argument("--status", action="store_true",
+                        help="train nothing: list the runs left to train and rewrite the outputs from the finished ones")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every variant")
     args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
     try:
@@ -188,29 +191,30 @@ def _previous_runs(path: Path, settings: dict[str, Any]) -> dict[str, dict[int, 
 
 def run_all(args: argparse.Namespace, settings: dict[str, Any],
             previous: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[int, dict[str, Any]]]:
-    """Every variant × seed, ``args.jobs`` at a time: ``{variant: {seed: run row}}`` (rows as :func:`_run_row`).
+    """Every variant × seed, seed by seed, ``args.jobs`` at a time: ``{variant: {seed: run row}}`` (rows as
+    :func:`_run_row`).
 
     Runs in ``previous`` (``--resume-from``) are not run again. The outputs are rewritten after every finished
     run (:func:`write_outputs`). With several jobs each run goes to a spawned process. A run's result does not
     depend on the process that trains it or on what runs beside it: training is deterministic for a given
     thread count.
     """
-    pairs = [(v, s) for v in args.variants for s in args.seeds]
+    pairs = [(v, s) for s in args.seeds for v in args.variants]  # one seed of every variant first
     runs: dict[str, dict[int, dict[str, Any]]] = {v: {} for v in args.variants}
 
     def started(n: int, variant: str, seed: int) -> str:
         return f"[{n}/{len(pairs)}] {variant} seed {seed} ({' '.join(VARIANTS[variant][1]) or 'no override'})"
 
     def finished(name: str, variant: str, seed: int, result: dict[str, Any], how: str) -> None:
-        runs[variant][seed] = _run_row(result)
+        runs[variant][seed] = _run_row(result, _run_folder(args, variant, seed))
         print(f"{name}: J&F {result['J&F']:.3f} ({how})", flush=True)
         write_outputs(args.out, settings, _sorted_runs(runs))
 
     todo = []  # the runs to train: neither evaluated in OUT nor recorded in ``previous``
     for n, (variant, seed) in enumerate(pairs, 1):
-        metrics = _run_folder(args, variant, seed) / "eval" / METRICS_FILE
-        if metrics.is_file():
-            row, how = _run_row(json.loads(metrics.read_text())), "already done"
+        run = _run_folder(args, variant, seed)
+        if (run / "eval" / METRICS_FILE).is_file():
+            row, how = _run_row(json.loads((run / "eval" / METRICS_FILE).read_text()), run), "already done"
         elif seed in previous.get(variant, {}):
             row, how = previous[variant][seed], f"already done, {args.resume_from}"
         else:
@@ -218,7 +222,9 @@ def run_all(args: argparse.Namespace, settings: dict[str, Any],
             continue
         runs[variant][seed] = row
         print(f"{started(n, variant, seed)}: J&F {row['J&F']:.3f} ({how})", flush=True)
-    if args.jobs == 1:
+    if args.status:
+        print(f"{len(todo)} run{'s' * (len(todo) != 1)} left to train" + "".join(f"\n{started(*run)}" for run in todo), flush=True)
+    elif args.jobs == 1:
         for n, variant, seed in todo:
             print(f"{started(n, variant, seed)}: training", flush=True)
             finished(started(n, variant, seed), variant, seed, *run_one(args, variant, seed))
@@ -244,9 +250,17 @@ def _mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0}
 
 
-def _run_row(result: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of one run that the table uses."""
-    return {"J": result["J"]["mean"], "F": result["F"]["mean"], "J&F": result["J&F"],
+def _run_row(result: dict[str, Any], run: Path) -> dict[str, Any]:
+    """The numbers of one run that the table uses, and the CPUs that trained it.
+
+    Args:
+        result: the run's ``eval/metrics.json``.
+        run: the run folder; its ``environment.json`` (one entry per start of ``yofo train``) names the CPUs,
+            which decide the last bits of the weights and so, through training, a few hundredths of J&F.
+    """
+    starts = json.loads((run / ENVIRONMENT_FILE).read_text()) if (run / ENVIRONMENT_FILE).is_file() else []
+    return {"machines": sorted({f"{start['cpu']}, {start['cpu_capability']}" for start in starts}),
+            "J": result["J"]["mean"], "F": result["F"]["mean"], "J&F": result["J&F"],
             "control": result["control"]["J&F"],
             # no grounding check when no valid video has two objects (SynthOptions.min_objects = 1)
             "grounded": result["grounding"]["share"] if result.get("grounding") else float("nan"),
@@ -269,8 +283,18 @@ def summarize_runs(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]
             "seeds": sorted(by_seed),
             **{key: _mean_std([row[key] for row in rows]) for key in ("J", "F", "J&F", "control", "grounded")},
             "per_cue": {cue: _mean_std([row["per_cue"][cue] for row in rows if cue in row["per_cue"]]) for cue in cues},
+            "machines": _machine_counts(rows),
         }
     return summary
+
+
+def _machine_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of ``rows`` (run rows) each CPU trained; rows recorded before the CPU was count as "not recorded"."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        machine = " + ".join(row.get("machines") or ["not recorded"])  # several: the run was resumed elsewhere
+        counts[machine] = counts.get(machine, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _cell(stat: dict[str, float]) -> str:
@@ -300,8 +324,17 @@ def write_table(path: Path, summary: dict[str, Any], settings: dict[str, Any]) -
                      f"| **{_cell(row['J&F'])}** | {_cell(row['control'])} | {_cell(row['grounded'])} | "
                      + " | ".join(cue_cells) + " |")
     extra = " ".join(settings["overrides"]) or "none"
+    machines: dict[str, int] = {}
+    for row in summary.values():
+        for machine, n in row["machines"].items():
+            machines[machine] = machines.get(machine, 0) + n
+    trained_on = "; ".join(f"{machine} ({n} run{'s' * (n > 1)})" for machine, n in sorted(machines.items()))
     lines += ["", f"Config overrides for every variant: {extra}. Valid videos evaluated: "
               f"{settings['max_videos'] or 'all'}."]
+    if machines:
+        lines += ["", f"Trained on: {trained_on}. A run's last bits depend on the CPU, and the same run trained on "
+                  "another CPU can land a few hundredths of J&F away (checkpoints/README.md, \"Reproducibility, "
+                  "measured\")."]
     atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
 
 

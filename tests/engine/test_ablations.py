@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from yofo.data.synthetic import synthesize
+from yofo.engine.train import environment
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -43,16 +45,23 @@ def test_table_and_resume(
     assert 0.0 <= row["J&F"]["mean"] <= 1.0 and row["J&F"]["std"] >= 0.0
     assert 0.0 <= row["control"]["mean"] <= 1.0 and 0.0 <= row["grounded"]["mean"] <= 1.0
     assert row["per_cue"]  # the synthetic benchmark has cues
+    here = environment(torch.device("cpu"))
+    machine = f"{here['cpu']}, {here['cpu_capability']}"  # from each run's environment.json
+    assert row["machines"] == {machine: 2} and results["runs"]["yofo"]["0"]["machines"] == [machine]
     table = (out / "ablations.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| variant")]
     assert [line.split("|")[1].strip() for line in rows] == ["YOFO", "w/o memory"]
     assert "| control | grounded |" in next(line for line in table if line.startswith("| variant"))
+    assert f"Trained on: {machine} (4 runs)." in table[-1]
     with Image.open(out / "ablations.png") as image:
         assert image.format == "PNG"
 
-    # A second call, one run at a time, skips every finished run and gives the same table.
+    # A second call, one run at a time, skips every finished run and gives the same table; seed by seed.
     assert ablations.main(argv) == 0
-    assert capsys.readouterr().out.count("already done") == 4
+    second = capsys.readouterr().out
+    assert second.count("already done") == 4
+    assert [line.split(" (")[0] for line in second.splitlines() if line.startswith("[")] == [
+        "[1/4] yofo seed 0", "[2/4] no_memory seed 0", "[3/4] yofo seed 1", "[4/4] no_memory seed 1"]
     assert (out / "ablations.md").read_text().splitlines() == table
     assert ablations.main([*argv, "--jobs", "2"]) == 0 and "0 runs to train, 2 at a time" in capsys.readouterr().out
 
@@ -88,9 +97,19 @@ def test_resume_from_an_earlier_table_and_outputs_after_every_run(
     assert "| YOFO | (none) | 1 |" in (tmp_path / "stopped" / "ablations.md").read_text()
     monkeypatch.setattr(ablations, "train", train)
 
-    # Another machine: a copy of that JSON beside data synthesized elsewhere, no run folders.
+    # --status lists what is left and trains nothing, also where nothing is finished yet.
+    capsys.readouterr()
+    assert ablations.main([*argv, "--out", str(tmp_path / "stopped"), "--status"]) == 0
+    assert "1 run left to train\n[2/2] yofo seed 1 (no override)\n" in capsys.readouterr().out
+    assert ablations.main([*argv, "--out", str(tmp_path / "empty"), "--status"]) == 0
+    assert "2 runs left to train" in capsys.readouterr().out and len(calls) == 2
+    assert json.loads((tmp_path / "empty" / "ablations.json").read_text())["runs"] == {}
+
+    # Another machine: a copy of that JSON beside data synthesized elsewhere, no run folders; its run from before
+    # runs recorded their CPU.
+    del partial["runs"]["yofo"]["0"]["machines"]
     committed = tmp_path / "committed.json"
-    committed.write_text((tmp_path / "stopped" / "ablations.json").read_text())
+    committed.write_text(json.dumps(partial))
     elsewhere = tmp_path / "elsewhere"
     synthesize(elsewhere, train=2, valid=2, seed=0, size=(64, 64), frames=6)
     capsys.readouterr()
@@ -102,6 +121,8 @@ def test_resume_from_an_earlier_table_and_outputs_after_every_run(
     continued = json.loads((tmp_path / "continued" / "ablations.json").read_text())
     assert continued["runs"]["yofo"]["0"] == partial["runs"]["yofo"]["0"]
     assert continued["variants"]["yofo"]["seeds"] == [0, 1]
+    assert continued["variants"]["yofo"]["machines"]["not recorded"] == 1
+    assert "not recorded (1 run)" in (tmp_path / "continued" / "ablations.md").read_text()
 
     # A table of another budget, or of other data, is refused with the field named.
     synthesize(tmp_path / "other", train=2, valid=2, seed=1, size=(64, 64), frames=6)
