@@ -40,9 +40,9 @@ that is one run per core.
 Default budget: the config's whole schedule (``demo``: 6800 steps of 8 two-frame clips), the budget at which
 the shipped model follows the sentence (``checkpoints/README.md``); a shorter ``--steps``, as the committed
 1000-step table (made with the earlier from-scratch ``demo``), compares the variants before grounding has
-emerged. With ``--jobs 2`` on the 2-core development machine a run of the whole ``demo`` schedule takes
-about 86 minutes, so the table of 7 variants × 3 seeds takes some 15 hours: run it across sessions, it
-resumes. The order it finds is a finding about this setting (synthetic data, a CPU budget), not
+emerged. On a 2-core machine a run of the whole ``demo`` schedule took about 86 minutes with ``--jobs 2``,
+and three runs at once took 71–75 minutes with ``--jobs 3`` on another, so the table of 7 variants × 3 seeds
+takes 9 to 15 hours: run it across sessions, it resumes. The order it finds is a finding about this setting (synthetic data, a CPU budget), not
 a target to reproduce the paper's Table 3.
 """
 
