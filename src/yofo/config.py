@@ -67,7 +67,7 @@ class MotionConfig:
     ``window`` consecutive frames (data.num_frames >= window, data.max_gap = data.num_frames - 1)."""
 
     window: int = 0  # W frames (current included) the motion map sees; 0 = off (paper); >= 2 on
-    channels: int = 16  # per-frame projection of layer2 kept in the ring buffer
+    radius: int = 3  # displacement the cost volume searches each way, in s8 cells (3: ±24 px)
 
 
 @dataclass
@@ -390,9 +390,9 @@ def validate_model_config(model: DictConfig) -> None:
     if enc.mean is not None and (len(enc.mean) != 3 or len(enc.std) != 3 or min(enc.std) <= 0):
         raise ConfigError(f"model.image_encoder.mean/std: {list(enc.mean)} / {list(enc.std)} must be three values "
                           "each, std positive")
-    if model.fm.motion.window == 1 or model.fm.motion.window < 0 or model.fm.motion.channels < 1:
+    if model.fm.motion.window == 1 or model.fm.motion.window < 0 or model.fm.motion.radius < 1:
         raise ConfigError(f"model.fm.motion: window {model.fm.motion.window} must be 0 (off) or >= 2, "
-                          f"channels {model.fm.motion.channels} >= 1")
+                          f"radius {model.fm.motion.radius} >= 1")
     if len(model.text_encoder.layers) != 3 or any(i >= 0 for i in model.text_encoder.layers):
         raise ConfigError(f"model.text_encoder.layers: {list(model.text_encoder.layers)} must be three negative "
                           "hidden-layer indices (-1: the last layer)")

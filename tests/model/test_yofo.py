@@ -7,6 +7,8 @@ import torch
 
 from yofo.config import load_config
 from yofo.errors import ConfigError, InputError
+from yofo.model.fusion import l2_normalize
+from yofo.model.motion import local_correlation, soft_argmax
 from yofo.model.yofo import build_model
 
 TEXTS = ["the red circle", "the square moving left"]
@@ -236,10 +238,22 @@ def test_off_in_paper_and_by_default_and_the_paper_model_is_unchanged():
     assert set(plain) <= set(on) and added and all("motion" in key for key in added)
 
 
-@pytest.mark.parametrize("window", ["1", "-2"])
-def test_bad_window_is_a_config_error(window):
+@pytest.mark.parametrize("override", ["window=1", "window=-2", "radius=0"])
+def test_bad_window_or_radius_is_a_config_error(override):
     with pytest.raises(ConfigError, match="model.fm.motion"):
-        load_config("tiny", [f"model.fm.motion.window={window}"])
+        load_config("tiny", ["model.fm.motion.window=2", f"model.fm.motion.{override}"])
+
+
+@pytest.mark.parametrize("shift", [(2, -1), (0, 0), (-3, 3)])
+def test_the_cost_volume_finds_where_the_content_was(shift):
+    """Content moved by (dx, dy) between two frames: the soft-argmax points back to (−dx, −dy) inside the frame."""
+    dx, dy = shift
+    past = l2_normalize(torch.randn(2, 32, 16, 20, generator=torch.Generator().manual_seed(0)))
+    current = torch.roll(past, shifts=(dy, dx), dims=(2, 3))
+    flow = soft_argmax(local_correlation(current, past, 3), 3)
+    inside = flow[:, :, 4:-4, 4:-4]
+    assert torch.allclose(inside[:, 0], torch.full_like(inside[:, 0], -dx), atol=1e-3)
+    assert torch.allclose(inside[:, 1], torch.full_like(inside[:, 1], -dy), atol=1e-3)
 
 
 # ------------------------------------------------------------- ours: FiLM fusion and the label skip

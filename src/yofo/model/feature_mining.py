@@ -53,7 +53,7 @@ class FeatureMining(nn.Module):
         fusion: ``aca`` or ``concat``.
         strides: strides of the convolutions producing B̂_1, B̂_2, B̂_3.
         motion_window: W >= 2 turns motion-aware feature mining on over the last W frames; 0 off (paper).
-        motion_channels: channels of each frame's projection kept in the motion ring buffer.
+        motion_radius: displacement the motion map's cost volume searches each way, in s8 cells.
         text_film: the sentence scales the image side of every multi-modal map (ours, :class:`FusionBlock`).
     """
 
@@ -68,7 +68,7 @@ class FeatureMining(nn.Module):
         fusion: str = "aca",
         strides: Sequence[int] = (2, 2, 1),
         motion_window: int = 0,
-        motion_channels: int = 16,
+        motion_radius: int = 3,
         text_film: bool = False,
     ):
         super().__init__()
@@ -82,7 +82,7 @@ class FeatureMining(nn.Module):
             {str(i): FusionBlock(in_channels[i], dim, key_dim, pool_sizes, fusion, motion_window > 0, text_film)
              for i in fused}
         )
-        self.motion = MotionFeatures(in_channels[0], motion_channels, dim, motion_window) if motion_window else None
+        self.motion = MotionFeatures(dim, motion_window, motion_radius) if motion_window else None
         # FM-baseline: the coarser scales contribute image features only (same projection as V_i)
         self.image_only = nn.ModuleDict(
             {str(i): conv_bn_relu(in_channels[i], dim, 1) for i in scales if str(i) not in self.fuse}
@@ -103,7 +103,7 @@ class FeatureMining(nn.Module):
     def image_part(self, features: Sequence[Tensor], history: deque | None = None) -> dict[str, object]:
         """Per-frame work on ``(layer2, layer3, layer4)``, each ``(N, C_i, H_i, W_i)``; shared by all expressions.
 
-        ``history``: with motion, the stream's ring buffer of past projections (updated in place); None treats
+        ``history``: with motion, the stream's ring buffer of past layer2 maps (updated in place); None treats
         the frame as a video's first (no motion seen), as for single images.
         """
         part: dict[str, object] = {}

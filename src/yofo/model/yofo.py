@@ -10,7 +10,7 @@ training uses the ``train_*`` counts, eval mode the ``test_*`` counts. The clip 
 ``start``/``step`` API run the same code, so they agree exactly in eval mode.
 
 With motion-aware feature mining (ours, ``model.fm.motion.window``) the state also holds a ring buffer of the
-last W frames' motion projections (:mod:`yofo.model.motion`), per frame and shared by every expression.
+last W frames' L2-normalised layer2 maps (:mod:`yofo.model.motion`), per frame and shared by every expression.
 
 With ``model.decoder.label_skip`` (ours, off in the paper) the 1×1 readout of the decoder's input T(Φ; θ)
 (``feature_mining.label_readout``, the one deep supervision trains on Y), upsampled bilinearly, is added to
@@ -57,7 +57,7 @@ class StreamState:
     memory: deque = field(default_factory=deque)  # (Φ (1 or K, C, h, w), Y (K, D, h, w), W (K, D, h, w))
     filters: Tensor | None = None  # θ (K, D, C, k, k)
     frames_seen: int = 0
-    # motion-aware FM: ring buffer of the last W frames' projections (1 or K, c, h8, w8), shared by the K
+    # motion-aware FM: ring buffer of the last W frames' L2N(layer2) (1 or K, C2, h8, w8), shared by the K
     motion: deque = field(default_factory=deque)
 
 
@@ -80,7 +80,7 @@ class YOFO(nn.Module):
         self.text_encoder = TextEncoder(txt.name, fm.dim, txt.max_tokens, txt.pooling, txt.layers)
         self.feature_mining = FeatureMining(
             (c2, c3, c4), fm.dim, fm.key_dim, fm.pool_sizes, cfg.target_dim, fm.mode, fm.fusion, fm.strides,
-            fm.motion.window, fm.motion.channels, fm.text_film,
+            fm.motion.window, fm.motion.radius, fm.text_film,
         )
         self.meta_transfer = MetaTransfer(c3, mt.feature_dim, mt.filter_size, mt.reg_init) if mt.enabled else None
         self.decoder = Decoder(cfg.target_dim, (c1, c2, c3, c4), cfg.decoder.width)
