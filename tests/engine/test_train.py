@@ -61,6 +61,16 @@ def test_parameter_groups_follow_the_two_stage_recipe(micro):
     assert not any(p.requires_grad for p in model.text_encoder.bert.parameters())
 
 
+def test_motion_aware_fm_trains_with_feature_mining(micro):
+    """The motion map and its ways into the fusion and into Φ start at zero: they learn at feature mining's rate."""
+    cfg = load_config("tiny", micro + ["model.fm.motion.window=2"])
+    model = build_model(cfg.model)
+    groups = {g["name"]: {id(p) for p in g["params"]} for g in parameter_groups(model, cfg.train.stage1)}
+    motion = [p for n, p in model.named_parameters() if "motion" in n]
+    assert any(p is model.meta_transfer.phi_motion.weight for p in motion)
+    assert motion and all(id(p) in groups["feature_mining"] for p in motion)
+
+
 def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, synth_root, tmp_path, capsys,
                                                                          single_thread):
     out = tmp_path / "run"

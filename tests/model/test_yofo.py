@@ -155,8 +155,11 @@ def _with_motion(random_model, overrides=(), seed=0):
     model = random_model(overrides=[*MOTION, *overrides], seed=seed)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for block in model.feature_mining.fuse.values():
-            block.mm_motion.weight.copy_(torch.randn(block.mm_motion.weight.shape, generator=generator) * 0.3)
+        zero_init = [block.mm_motion.weight for block in model.feature_mining.fuse.values()]
+        if model.meta_transfer is not None:
+            zero_init.append(model.meta_transfer.phi_motion.weight)
+        for weight in zero_init:
+            weight.copy_(torch.randn(weight.shape, generator=generator) * 0.3)
     return model
 
 
@@ -194,6 +197,17 @@ def test_motion_changes_the_output_and_depends_on_past_frames(moving):
     assert not torch.equal(y[0], y[1])  # the last frame's output depends on the frames before it
 
 
+def test_the_solver_input_reads_the_motion_map(moving):
+    """Φ sees the motion map too, so that θ can tell apart two objects that differ only by how they move."""
+    with torch.no_grad():
+        layers = moving.image_encoder(_clip(batch=1, frames=1)[:, 0])
+        still = moving.feature_mining.motion_map(layers.layer2)
+        moved = moving.feature_mining.motion_map(layers.layer2.roll(2, dims=-1), deque([l2_normalize(layers.layer2)]))
+        phi = [moving.meta_transfer.features(layers.layer3, m) for m in (still, moved)]
+    assert phi[0].shape == (1, moving.cfg.meta_transfer.feature_dim, *layers.layer3.shape[-2:])
+    assert not torch.allclose(phi[0], phi[1])
+
+
 def test_state_size_is_constant_over_a_long_stream(moving):
     frame = _clip(batch=1, frames=1, size=(32, 64))[0, 0]
 
@@ -223,7 +237,8 @@ def test_every_table3_variant_runs_forward_and_backward_with_motion(name, random
     assert logits.shape == (2, 3, 1, 64, 96)
     logits.square().mean().backward()
     grads = dict(model.named_parameters())
-    motion = [n for n in grads if n.startswith("feature_mining.motion.") or n.endswith("mm_motion.weight")]
+    motion = [n for n in grads if n.startswith("feature_mining.motion.") or n.endswith("_motion.weight")]
+    assert any("phi_motion" in n for n in motion) == (model.meta_transfer is not None)
     assert motion and all(grads[n].grad is not None and grads[n].grad.abs().sum() > 0 for n in motion)
     _streaming_equals_clip(model, 3)  # and in eval mode (ACM's cheaper order), streaming still equals the clip
 

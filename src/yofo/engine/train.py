@@ -70,6 +70,7 @@ _STEP_FOLDER = re.compile(r"step_(\d+)")
 _GROUPS: tuple[tuple[str, str | None], ...] = (
     ("meta_transfer.reg", "reg"),
     ("meta_transfer.phi.", "phi"),
+    ("meta_transfer.phi_motion.", "feature_mining"),  # motion-aware FM's way into Φ starts at zero: FM's rate
     ("feature_mining.", "feature_mining"),
     ("text_encoder.proj.", "text_proj"),
     ("decoder.", "decoder"),

@@ -100,16 +100,22 @@ class FeatureMining(nn.Module):
             if block.mm_motion is not None:
                 nn.init.zeros_(block.mm_motion.weight)
 
-    def image_part(self, features: Sequence[Tensor], history: deque | None = None) -> dict[str, object]:
+    def motion_map(self, layer2: Tensor, history: deque | None = None) -> Tensor | None:
+        """The motion map ``(N, C, h8, w8)`` of a frame's ``layer2 (N, C2, h8, w8)``; None without motion.
+
+        ``history``: the stream's ring buffer of past layer2 maps (updated in place); None treats the frame as
+        a video's first (no motion seen), as for single images.
+        """
+        if self.motion is None:
+            return None
+        return self.motion(layer2, deque(maxlen=self.motion.window) if history is None else history)
+
+    def image_part(self, features: Sequence[Tensor], motion: Tensor | None = None) -> dict[str, object]:
         """Per-frame work on ``(layer2, layer3, layer4)``, each ``(N, C_i, H_i, W_i)``; shared by all expressions.
 
-        ``history``: with motion, the stream's ring buffer of past layer2 maps (updated in place); None treats
-        the frame as a video's first (no motion seen), as for single images.
+        ``motion``: the frame's :meth:`motion_map`, required with motion-aware feature mining.
         """
         part: dict[str, object] = {}
-        motion = None
-        if self.motion is not None:
-            motion = self.motion(features[0], deque(maxlen=self.motion.window) if history is None else history)
         for i in self.scales:
             key = str(i)
             if key in self.fuse:

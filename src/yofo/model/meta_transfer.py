@@ -136,19 +136,34 @@ class MetaTransfer(nn.Module):
         feature_dim: channels of Φ (512 in LWL).
         filter_size: k of the 3×3 transfer conv.
         reg_init: initial ρ (λ = ρ²).
+        motion_channels: with motion-aware feature mining (ours), the motion map's channels, which Φ then
+            also reads (a 3×3 conv initialised to zero, so Φ starts as the paper's); 0: Φ reads layer3 alone.
     """
 
-    def __init__(self, in_channels: int, feature_dim: int = 512, filter_size: int = 3, reg_init: float = 0.01):
+    def __init__(self, in_channels: int, feature_dim: int = 512, filter_size: int = 3, reg_init: float = 0.01,
+                 motion_channels: int = 0):
         super().__init__()
         self.filter_size = filter_size
         self.phi = nn.Conv2d(in_channels, feature_dim, 3, padding=1, bias=False)
         nn.init.normal_(self.phi.weight, 0.0, math.sqrt(2.0 / (9 * feature_dim)))
+        self.phi_motion = nn.Conv2d(motion_channels, feature_dim, 3, padding=1, bias=False) if motion_channels else None
+        if self.phi_motion is not None:
+            nn.init.zeros_(self.phi_motion.weight)
         self.norm = InstanceL2Norm(math.sqrt(1.0 / (feature_dim * filter_size * filter_size)))
         self.reg = nn.Parameter(torch.tensor(float(reg_init)))
 
-    def features(self, layer3: Tensor) -> Tensor:
-        """Φ: ``layer3 (N, C3, H/16, W/16)`` -> ``(N, feature_dim, H/16, W/16)``."""
-        return self.norm(self.phi(layer3))
+    def features(self, layer3: Tensor, motion: Tensor | None = None) -> Tensor:
+        """Φ: ``layer3 (N, C3, H/16, W/16)`` -> ``(N, feature_dim, H/16, W/16)``.
+
+        ``motion (N, C, h8, w8)``: the motion map, required when built with ``motion_channels``; resized to
+        layer3's grid.
+        """
+        x = self.phi(layer3)
+        if self.phi_motion is not None:
+            if motion.shape[-2:] != x.shape[-2:]:
+                motion = F.interpolate(motion, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            x = x + self.phi_motion(motion)
+        return self.norm(x)
 
     def solve(self, feats: Tensor, labels: Tensor, weights: Tensor, num_iters: int, init: Tensor | None) -> Tensor:
         """θ for the memory: shapes as in :func:`solve_filter`; returns ``(B, D, C, k, k)``."""

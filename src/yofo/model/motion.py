@@ -22,7 +22,11 @@ L2-normalised too.
 Mo_t is computed once per frame and shared by every sentence; each fusion block adds ``W_mo Mo_t`` (1×1,
 initialised to zero, so training starts from the paper's function) to the image side of its multi-modal
 map M_i, where the sentence's ``W_z z_i`` joins it: the language stream of ACM (and FM-Cat's output) then
-carries motion and language together. Off (``window = 0``) in ``paper.yaml`` and by default.
+carries motion and language together. The motion map also enters Φ, the Meta-Transfer solver's input
+(:class:`yofo.model.meta_transfer.MetaTransfer`, a 3×3 conv initialised to zero): the mask comes from
+θ applied to Φ, and θ is a convolution fit on Φ, so with Φ read from layer3 alone a target that differs
+from a look-alike only by how it moves could not be told apart after the solver, whatever Y says.
+Off (``window = 0``) in ``paper.yaml`` and by default.
 """
 
 from __future__ import annotations

@@ -82,7 +82,10 @@ class YOFO(nn.Module):
             (c2, c3, c4), fm.dim, fm.key_dim, fm.pool_sizes, cfg.target_dim, fm.mode, fm.fusion, fm.strides,
             fm.motion.window, fm.motion.radius, fm.text_film,
         )
-        self.meta_transfer = MetaTransfer(c3, mt.feature_dim, mt.filter_size, mt.reg_init) if mt.enabled else None
+        self.meta_transfer = (
+            MetaTransfer(c3, mt.feature_dim, mt.filter_size, mt.reg_init, fm.dim if fm.motion.window else 0)
+            if mt.enabled else None
+        )
         self.decoder = Decoder(cfg.target_dim, (c1, c2, c3, c4), cfg.decoder.width)
         self.memory_size = cfg.memory.size
         # Set by yofo.load: the file and what it says the model was trained on
@@ -125,10 +128,11 @@ class YOFO(nn.Module):
         layers = self.image_encoder(images)
         if repeat > 1:
             layers = ResNetFeatures(*(x.repeat_interleave(repeat, dim=0) for x in layers))
+        motion = self.feature_mining.motion_map(layers.layer2, state.motion)
         return FrameFeatures(
             layers=layers,
-            target_input=self.meta_transfer.features(layers.layer3) if self.meta_transfer is not None else None,
-            mining=self.feature_mining.image_part(layers[1:], state.motion),
+            target_input=self.meta_transfer.features(layers.layer3, motion) if self.meta_transfer is not None else None,
+            mining=self.feature_mining.image_part(layers[1:], motion),
             decoding=self.decoder.image_part(layers),
         )
 
