@@ -350,10 +350,24 @@ def load_config(name_or_path: str | Path | None = None, overrides: Sequence[str]
 
 def model_config_from_dict(data: dict) -> DictConfig:
     """Rebuild a model config (e.g. from checkpoint metadata) against the schema."""
-    cfg = _merge(_schema(ModelConfig), data, "model config")
+    cfg = _merge(_schema(ModelConfig), _without_retired_keys(data), "model config")
     validate_model_config(cfg)
     _fill_normalization(cfg)
     return cfg
+
+
+def _without_retired_keys(data: dict) -> dict:
+    """``data`` without ``fm.motion.channels``, the projection width of the first motion-aware FM design (feature
+    differences), which checkpoints written before the cost volume replaced it store. Motion off, it meant
+    nothing; a checkpoint trained with that design cannot be rebuilt (ConfigError)."""
+    motion = data.get("fm", {}).get("motion", {})
+    if "channels" not in motion:
+        return data
+    if motion.get("window", 0):
+        raise ConfigError("fm.motion.channels: trained with the first motion-aware FM design (differences of learnt "
+                          "projections), which the cost volume replaced; retrain it with this version")
+    fm = {**data["fm"], "motion": {k: v for k, v in motion.items() if k != "channels"}}
+    return {**data, "fm": fm}
 
 
 def _fill_normalization(model: DictConfig) -> None:

@@ -119,3 +119,16 @@ def test_normalisation_travels_and_old_checkpoints_are_imagenet():
     custom = load_config("tiny", ["model.image_encoder.mean=[0.5,0.5,0.5]", "model.image_encoder.std=[0.25,0.25,0.25]"])
     model = build_model(custom.model)
     assert model.normalize(torch.full((3, 1, 1), 0.75)).flatten().tolist() == [1.0, 1.0, 1.0]
+
+
+def test_checkpoints_of_the_first_motion_design_load_without_motion_and_are_refused_with_it():
+    """``fm.motion.channels`` (the first motion-aware FM design) is dropped when motion was off, refused when on."""
+    from yofo.config import model_config_from_dict
+    from yofo.errors import ConfigError
+
+    old = OmegaConf.to_container(load_config("tiny").model)
+    old["fm"]["motion"] = {"window": 0, "channels": 16}
+    assert model_config_from_dict(old).fm.motion.window == 0
+    old["fm"]["motion"]["window"] = 4
+    with pytest.raises(ConfigError, match="fm.motion.channels: trained with the first motion-aware FM design"):
+        model_config_from_dict(old)
