@@ -73,7 +73,7 @@ def feature_maps(model, image: torch.Tensor) -> dict[str, torch.Tensor]:
     """The per-frame maps of ``model`` for ``image (1, 3, H, W)`` in [0, 1]: name -> ``(1, C, h, w)``."""
     layers = model.image_encoder(model.normalize(image))
     maps = {f"layer{i + 1}": layer for i, layer in enumerate(layers)}
-    motion = model.feature_mining.motion_map(layers[0])  # a single frame: what a video's first frame shows
+    motion = model.feature_mining.motion_map(layers[1])  # a single frame: what a video's first frame shows
     if model.meta_transfer is not None:
         maps["Φ (solver input)"] = model.meta_transfer.features(layers[2], motion)
     for key, part in model.feature_mining.image_part(layers[1:], motion).items():

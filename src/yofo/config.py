@@ -67,7 +67,7 @@ class MotionConfig:
     ``window`` consecutive frames (data.num_frames >= window, data.max_gap = data.num_frames - 1)."""
 
     window: int = 0  # W frames (current included) the motion map sees; 0 = off (paper); >= 2 on
-    radius: int = 4  # displacement the cost volume searches each way, in s4 cells (4: ±16 px)
+    radius: int = 3  # displacement the cost volume searches each way, in s8 cells (3: ±24 px)
 
 
 @dataclass

@@ -174,11 +174,11 @@ def test_streaming_equals_clip_forward_exactly(moving):
 
 
 def test_the_motion_map_is_on_the_scale_of_the_image_feature(moving):
-    """Mo_t is L2-normalised per position like V_i, whatever the scale of the encoder's layer1."""
-    layer1 = torch.randn(1, moving.image_encoder.channels[0], 16, 24, generator=torch.Generator().manual_seed(1))
+    """Mo_t is L2-normalised per position like V_i, whatever the scale of the encoder's layer2."""
+    layer2 = torch.randn(1, moving.image_encoder.channels[1], 8, 12, generator=torch.Generator().manual_seed(1))
     history = deque(maxlen=4)
     for scale in (1.0, 30.0):
-        norms = moving.feature_mining.motion(layer1 * scale, history).norm(dim=1)
+        norms = moving.feature_mining.motion(layer2 * scale, history).norm(dim=1)
         assert torch.allclose(norms[norms > 0], torch.ones(()), atol=1e-5) and (norms > 0).float().mean() > 0.5
 
 
@@ -201,8 +201,8 @@ def test_the_solver_input_reads_the_motion_map(moving):
     """Φ sees the motion map too, so that θ can tell apart two objects that differ only by how they move."""
     with torch.no_grad():
         layers = moving.image_encoder(_clip(batch=1, frames=1)[:, 0])
-        still = moving.feature_mining.motion_map(layers.layer1)
-        moved = moving.feature_mining.motion_map(layers.layer1.roll(2, dims=-1), deque([l2_normalize(layers.layer1)]))
+        still = moving.feature_mining.motion_map(layers.layer2)
+        moved = moving.feature_mining.motion_map(layers.layer2.roll(2, dims=-1), deque([l2_normalize(layers.layer2)]))
         phi = [moving.meta_transfer.features(layers.layer3, m) for m in (still, moved)]
     assert phi[0].shape == (1, moving.cfg.meta_transfer.feature_dim, *layers.layer3.shape[-2:])
     assert not torch.allclose(phi[0], phi[1])

@@ -53,7 +53,7 @@ class FeatureMining(nn.Module):
         fusion: ``aca`` or ``concat``.
         strides: strides of the convolutions producing B̂_1, B̂_2, B̂_3.
         motion_window: W >= 2 turns motion-aware feature mining on over the last W frames; 0 off (paper).
-        motion_radius: displacement the motion map's cost volume searches each way, in s4 cells.
+        motion_radius: displacement the motion map's cost volume searches each way, in s8 cells.
         text_film: the sentence scales the image side of every multi-modal map (ours, :class:`FusionBlock`).
     """
 
@@ -68,7 +68,7 @@ class FeatureMining(nn.Module):
         fusion: str = "aca",
         strides: Sequence[int] = (2, 2, 1),
         motion_window: int = 0,
-        motion_radius: int = 4,
+        motion_radius: int = 3,
         text_film: bool = False,
     ):
         super().__init__()
@@ -100,15 +100,15 @@ class FeatureMining(nn.Module):
             if block.mm_motion is not None:
                 nn.init.zeros_(block.mm_motion.weight)
 
-    def motion_map(self, layer1: Tensor, history: deque | None = None) -> Tensor | None:
-        """The motion map ``(N, C, h8, w8)`` of a frame's ``layer1 (N, C1, h4, w4)``; None without motion.
+    def motion_map(self, layer2: Tensor, history: deque | None = None) -> Tensor | None:
+        """The motion map ``(N, C, h8, w8)`` of a frame's ``layer2 (N, C2, h8, w8)``; None without motion.
 
-        ``history``: the stream's ring buffer of past layer1 maps (updated in place); None treats the frame as
+        ``history``: the stream's ring buffer of past layer2 maps (updated in place); None treats the frame as
         a video's first (no motion seen), as for single images.
         """
         if self.motion is None:
             return None
-        return self.motion(layer1, deque(maxlen=self.motion.window) if history is None else history)
+        return self.motion(layer2, deque(maxlen=self.motion.window) if history is None else history)
 
     def image_part(self, features: Sequence[Tensor], motion: Tensor | None = None) -> dict[str, object]:
         """Per-frame work on ``(layer2, layer3, layer4)``, each ``(N, C_i, H_i, W_i)``; shared by all expressions.

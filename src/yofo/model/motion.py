@@ -1,25 +1,22 @@
 """Motion-aware feature mining (ours, beyond the paper): a cross-frame image signal for the fusion blocks.
 
 YOFO's feature mining sees one frame at a time, so a motion word ("the shape moving left", "the object that
-does not move") cannot pick an object. With ``model.fm.motion.window = W >= 2`` each frame's layer1 (s4),
-L2-normalised per position, A_t = L2N(layer1_t), is kept in a ring buffer of the last W frames (a
+does not move") cannot pick an object. With ``model.fm.motion.window = W >= 2`` each frame's layer2 (s8),
+L2-normalised per position, A_t = L2N(layer2_t), is kept in a ring buffer of the last W frames (a
 constant-size streaming state, whatever the video length). Against each earlier frame of the window the
 current one is compared by a local correlation (a cost volume, as in optical-flow networks):
 
     C_k(p, d) = <A_t(p), A_{t−k}(p + d)>,   d ∈ [−r, r]²  (radius r = ``model.fm.motion.radius`` cells)
     D_k(p)    = Σ_d softmax_d(C_k(p, ·) / τ) · d                   soft-argmax: where p was k frames ago
-    Mo_t      = L2N(ConvBNReLU3x3/2([C_1, D_1, ..., C_{W−1}, D_{W−1}]))                  (N, C, h8, w8)
+    Mo_t      = L2N(ConvBNReLU3x3([C_1, D_1, ..., C_{W−1}, D_{W−1}]))                    (N, C, h8, w8)
 
-so every position, the inside of an object as well as its edges (the encoder's receptive field is wider than
-the benchmark's objects), reads how far and which way the content under it moved, without learning to match
-first; the stride-2 mixing convolution brings the map to s8, the finest scale of feature mining. Before
-frame W−1 the missing past repeats the video's first frame (replicate padding), where the
-correlation peaks at d = 0: a first frame looks still. τ = 0.02: cosine similarities of neighbouring
-positions differ by about 0.1, which the softmax then weighs e^5 apart. Why s4: consecutive frames of the
-synthetic benchmark move an object by 2–10 px, under one s8 cell. With the frozen ImageNet EfficientNet-Lite0
-and no training at all, a linear classifier on D_1 (and its squares) averaged over an object's mask tells the
-object's motion (still, left, right, up, down, bouncing) from one frame pair with 78 % accuracy at s4
-(radius 4) against 63 % at s8 (radius 3; chance 29 %); a bouncing object moves left or right at any one frame.
+so every position, the inside of an object as well as its edges (layer2's receptive field is wider than the
+benchmark's objects), reads how far and which way the content under it moved, without learning to match
+first. Before frame W−1 the missing past repeats the video's first frame (replicate padding), where the
+correlation peaks at d = 0: a first frame looks still. τ = 0.02: cosine similarities of neighbouring s8
+positions differ by about 0.1, which the softmax then weighs e^5 apart. On the synthetic benchmark, with the
+frozen ImageNet EfficientNet-Lite0 and no training at all, D_1 averaged over each object's mask gives
+−3.8 / +3.7 px per frame for left / right movers (s4 features) and −5.8 / +4.9 (s8), ~0.5 px for still ones.
 L2N (per position, over channels) puts Mo_t on the scale of the fusion's image feature V_i, which is
 L2-normalised too.
 Mo_t is computed once per frame and shared by every sentence; each fusion block adds ``W_mo Mo_t`` (1×1,
@@ -76,23 +73,23 @@ class MotionFeatures(nn.Module):
     Args:
         out_channels: channels of the motion map (the fusion width C).
         window: W, frames the motion map looks at, the current one included (>= 2).
-        radius: r, displacement searched each way, in cells of layer1 (s4).
+        radius: r, displacement searched each way, in cells of the feature map (s8).
     """
 
-    def __init__(self, out_channels: int, window: int, radius: int = 4):
+    def __init__(self, out_channels: int, window: int, radius: int = 3):
         super().__init__()
         if window < 2 or radius < 1:
             raise ValueError(f"window must be >= 2 and radius >= 1, got {window} and {radius}")
         self.window = window
         self.radius = radius
-        self.mix = conv_bn_relu((window - 1) * ((2 * radius + 1) ** 2 + 2), out_channels, 3, stride=2)
+        self.mix = conv_bn_relu((window - 1) * ((2 * radius + 1) ** 2 + 2), out_channels, 3)
 
-    def forward(self, layer1: Tensor, history: deque) -> Tensor:
-        """Motion map of the current frame: ``layer1 (N, C1, h4, w4)`` -> ``(N, C, h8, w8)``.
+    def forward(self, layer2: Tensor, history: deque) -> Tensor:
+        """Motion map of the current frame: ``layer2 (N, C2, h8, w8)`` -> ``(N, C, h8, w8)``.
 
-        ``history`` (a ``deque(maxlen=window)``, the stream's ring buffer) receives ``L2N(layer1)``.
+        ``history`` (a ``deque(maxlen=window)``, the stream's ring buffer) receives ``L2N(layer2)``.
         """
-        history.append(l2_normalize(layer1))
+        history.append(l2_normalize(layer2))
         past = list(history)
         past = [past[0]] * (self.window - len(past)) + past  # replicate the first frame before the video
         current = past[-1]

@@ -10,7 +10,7 @@ training uses the ``train_*`` counts, eval mode the ``test_*`` counts. The clip 
 ``start``/``step`` API run the same code, so they agree exactly in eval mode.
 
 With motion-aware feature mining (ours, ``model.fm.motion.window``) the state also holds a ring buffer of the
-last W frames' L2-normalised layer1 maps (:mod:`yofo.model.motion`), per frame and shared by every expression.
+last W frames' L2-normalised layer2 maps (:mod:`yofo.model.motion`), per frame and shared by every expression.
 
 With ``model.decoder.label_skip`` (ours, off in the paper) the 1×1 readout of the decoder's input T(Φ; θ)
 (``feature_mining.label_readout``, the one deep supervision trains on Y), upsampled bilinearly, is added to
@@ -57,7 +57,7 @@ class StreamState:
     memory: deque = field(default_factory=deque)  # (Φ (1 or K, C, h, w), Y (K, D, h, w), W (K, D, h, w))
     filters: Tensor | None = None  # θ (K, D, C, k, k)
     frames_seen: int = 0
-    # motion-aware FM: ring buffer of the last W frames' L2N(layer1) (1 or K, C1, h4, w4), shared by the K
+    # motion-aware FM: ring buffer of the last W frames' L2N(layer2) (1 or K, C2, h8, w8), shared by the K
     motion: deque = field(default_factory=deque)
 
 
@@ -128,7 +128,7 @@ class YOFO(nn.Module):
         layers = self.image_encoder(images)
         if repeat > 1:
             layers = ResNetFeatures(*(x.repeat_interleave(repeat, dim=0) for x in layers))
-        motion = self.feature_mining.motion_map(layers.layer1, state.motion)
+        motion = self.feature_mining.motion_map(layers.layer2, state.motion)
         return FrameFeatures(
             layers=layers,
             target_input=self.meta_transfer.features(layers.layer3, motion) if self.meta_transfer is not None else None,
