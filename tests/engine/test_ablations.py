@@ -41,7 +41,7 @@ def test_table_and_resume(
     results = json.loads((out / "ablations.json").read_text())
     assert list(results["variants"]) == ["yofo", "no_memory"]
     row = results["variants"]["no_memory"]
-    assert row["overrides"] == ["model.memory.size=1"] and row["seeds"] == [0, 1]
+    assert row["overrides"] == ["model.fm.motion.window=0", "model.memory.size=1"] and row["seeds"] == [0, 1]
     assert 0.0 <= row["J&F"]["mean"] <= 1.0 and row["J&F"]["std"] >= 0.0
     assert 0.0 <= row["control"]["mean"] <= 1.0 and 0.0 <= row["grounded"]["mean"] <= 1.0
     assert row["per_cue"]  # the synthetic benchmark has cues
@@ -94,13 +94,13 @@ def test_resume_from_an_earlier_table_and_outputs_after_every_run(
     partial = json.loads((tmp_path / "stopped" / "ablations.json").read_text())
     assert partial["runs"] == {"yofo": {"0": partial["runs"]["yofo"]["0"]}}
     assert partial["variants"]["yofo"]["seeds"] == [0]
-    assert "| YOFO | (none) | 1 |" in (tmp_path / "stopped" / "ablations.md").read_text()
+    assert "| YOFO | `model.fm.motion.window=0` | 1 |" in (tmp_path / "stopped" / "ablations.md").read_text()
     monkeypatch.setattr(ablations, "train", train)
 
     # --status lists what is left and trains nothing, also where nothing is finished yet.
     capsys.readouterr()
     assert ablations.main([*argv, "--out", str(tmp_path / "stopped"), "--status"]) == 0
-    assert "1 run left to train\n[2/2] yofo seed 1 (no override)\n" in capsys.readouterr().out
+    assert "1 run left to train\n[2/2] yofo seed 1 (model.fm.motion.window=0)\n" in capsys.readouterr().out
     assert ablations.main([*argv, "--out", str(tmp_path / "empty"), "--status"]) == 0
     assert "2 runs left to train" in capsys.readouterr().out and len(calls) == 2
     assert json.loads((tmp_path / "empty" / "ablations.json").read_text())["runs"] == {}

@@ -244,8 +244,9 @@ def test_every_table3_variant_runs_forward_and_backward_with_motion(name, random
 
 
 def test_off_in_paper_and_by_default_and_the_paper_model_is_unchanged():
-    for name in (None, "paper", "tiny", "demo"):
+    for name in (None, "paper", "tiny", "demo-scratch"):
         assert load_config(name).model.fm.motion.window == 0
+    assert load_config("demo").model.fm.motion.window == 2  # the shipped recipe (ours)
     plain = build_model(load_config("tiny").model).state_dict()
     assert not any("motion" in key for key in plain)
     on = build_model(load_config("tiny", MOTION).model).state_dict()
