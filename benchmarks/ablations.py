@@ -359,7 +359,7 @@ def plot(path: Path, summary: dict[str, Any]) -> None:
         stats = [get(row) for row in summary.values()]
         axes.bar(x + (i - (len(groups) - 1) / 2) * width, [s["mean"] for s in stats], width,
                  yerr=[s["std"] for s in stats], capsize=2, label=name)
-    axes.set_xticks(x, [row["label"] for row in summary.values()])
+    axes.set_xticks(x, [row["label"].replace(" (", "\n(") for row in summary.values()])  # "(ours)" below
     axes.set_ylabel("J&F (synthetic valid)")
     axes.set_title("Table 3 ablations: mean ± std over seeds")
     axes.legend(fontsize="small", ncol=len(groups))
