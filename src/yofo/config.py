@@ -64,7 +64,8 @@ class TextEncoderConfig:
 @dataclass
 class MotionConfig:
     """Motion-aware feature mining (ours, not in the paper; yofo.model.motion). Train on clips of at least
-    ``window`` consecutive frames (data.num_frames >= window, data.max_gap = data.num_frames - 1)."""
+    ``window`` frames (data.num_frames >= window); for window > 2, consecutive ones (data.max_gap =
+    data.num_frames - 1). Window 2 learns from pairs at any gap (configs/demo.yaml)."""
 
     window: int = 0  # W frames (current included) the motion map sees; 0 = off (paper); >= 2 on
     radius: int = 3  # displacement the cost volume searches each way, in s8 cells (3: ±24 px)
