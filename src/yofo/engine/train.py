@@ -399,7 +399,8 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
     end = sum(steps) if max_steps is None else min(max_steps, sum(steps))
     say = tqdm.write if dist.is_main else lambda message: None
     window, data = cfg.model.fm.motion.window, cfg.data
-    if data.num_frames < window:  # a 2-frame window learns from pairs at any gap (the demo recipe)
+    # a 2-frame window learns from a pair at any gap (the demo recipe), a longer one from consecutive frames
+    if data.num_frames < window or (window > 2 and data.max_gap != data.num_frames - 1):
         say(f"note: model.fm.motion.window={window} learns from clips of at least {window} consecutive frames; "
             f"these clips have {data.num_frames} frames within a gap of {data.max_gap} (for consecutive ones: "
             f"data.num_frames={max(window, data.num_frames)} data.max_gap={max(window, data.num_frames) - 1})")
