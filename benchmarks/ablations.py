@@ -36,7 +36,8 @@ without its run folders; its settings must match this call's, the data being com
 
 ``--status`` trains nothing: it lists the runs left to train and rewrites the outputs from the finished ones
 (e.g. after a table was stopped). ``--jobs N`` trains N runs at once, each in its own process; with the demo config's ``train.num_threads: 1``
-that is one run per core.
+that is one run per core. Those processes end with the script (Ctrl-C or ``kill`` on it is enough to stop
+every run; each resumes from its last checkpoint on the next call).
 
 Default budget: the config's whole schedule (``demo``: 6800 steps of 8 two-frame clips), the budget at which
 the shipped model follows the sentence (``checkpoints/README.md``); a shorter ``--steps``, as the committed
@@ -52,7 +53,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -193,6 +196,25 @@ def _previous_runs(path: Path, settings: dict[str, Any]) -> dict[str, dict[int, 
     return {variant: {int(seed): row for seed, row in by_seed.items()} for variant, by_seed in runs.items()}
 
 
+def _exit_with_parent() -> None:
+    """Pool-worker initializer: end this worker as soon as the script that spawned it ends, however it ended
+    (Ctrl-C, ``kill``, ``kill -9``), so that no orphan keeps training a run folder that a restarted script
+    resumes. The run loses at most its steps since its last checkpoint, as a killed ``yofo train`` does."""
+    parent = multiprocessing.parent_process()
+
+    def watch() -> None:
+        parent.join()  # returns when the parent process is gone
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """``jobs`` spawned worker processes that end with this process (:func:`_exit_with_parent`)."""
+    context = multiprocessing.get_context("spawn")  # never fork a process that may hold OpenMP or CUDA state
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_exit_with_parent)
+
+
 def run_all(args: argparse.Namespace, settings: dict[str, Any],
             previous: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[int, dict[str, Any]]]:
     """Every variant × seed, seed by seed, ``args.jobs`` at a time: ``{variant: {seed: run row}}`` (rows as
@@ -234,8 +256,7 @@ def run_all(args: argparse.Namespace, settings: dict[str, Any],
             finished(started(n, variant, seed), variant, seed, *run_one(args, variant, seed))
     else:
         print(f"{len(todo)} runs to train, {args.jobs} at a time", flush=True)
-        context = multiprocessing.get_context("spawn")  # never fork a process that may hold OpenMP or CUDA state
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+        with worker_pool(args.jobs) as pool:
             futures = {pool.submit(run_one, args, variant, seed, False): (started(n, variant, seed), variant, seed)
                        for n, variant, seed in todo}
             for future in as_completed(futures):

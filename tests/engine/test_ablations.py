@@ -1,8 +1,15 @@
-"""benchmarks/ablations.py: the Table 3 ablation table on a micro setup, and skipping finished runs."""
+"""benchmarks/ablations.py: the Table 3 ablation table on a micro setup, skipping finished runs, and workers
+that end with the script."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +138,47 @@ def test_resume_from_an_earlier_table_and_outputs_after_every_run(
         assert f"field '{field}'" in capsys.readouterr().err
     assert ablations.main([*argv_elsewhere, "--resume-from", str(tmp_path / "missing.json")]) == 2
     assert "missing.json: cannot read it" in capsys.readouterr().err
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of ``/proc/<pid>/stat`` (``Z`` for a zombie), None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process states from /proc")
+def test_workers_end_with_a_killed_script(ablations, tmp_path: Path) -> None:
+    """A ``--jobs`` worker busy with a run ends when the script is killed (even by SIGKILL, which the script
+    cannot handle), so that a restarted script is the only process training its run folders."""
+    with (tmp_path / "stderr").open("w") as stderr:  # the killed script's resource tracker warns there
+        parent = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(f"""
+                import os, sys, time
+                sys.path.insert(0, {str(Path(ablations.__file__).parent)!r})
+                import ablations
+                pool = ablations.worker_pool(1)
+                print(pool.submit(os.getpid).result(), flush=True)
+                pool.submit(time.sleep, 300)  # a long run, busy when the script is killed
+                time.sleep(300)
+            """)],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=tmp_path,
+        )
+    worker = None
+    try:
+        line = parent.stdout.readline()
+        assert line.strip().isdigit(), (tmp_path / "stderr").read_text()
+        worker = int(line)
+        assert _process_state(worker) not in (None, "Z")  # the worker runs its task
+        parent.kill()
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _process_state(worker) not in (None, "Z") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _process_state(worker) in (None, "Z"), "the worker outlived the killed script"
+    finally:
+        parent.kill()
+        parent.stdout.close()
+        if worker is not None and _process_state(worker) not in (None, "Z"):
+            os.kill(worker, signal.SIGKILL)  # no orphan left behind by a failing test
