@@ -156,6 +156,10 @@ class DataConfig:
     max_gap: int = 100  # window the frames are drawn from
     # items 2g and 2g+1 show the same frames with expressions of two different objects (yofo.data.clips)
     pair_expressions: bool = False
+    # ours: with motion-aware FM over W frames, each clip frame also brings the W − 1 video frames before it,
+    # which only feed the motion ring buffer, so that frames drawn with gaps see the motion inference sees
+    # (yofo.data.clips); no effect with motion-aware FM off
+    motion_history: bool = False
     # DataLoader worker processes per training process; "auto" (paper.yaml): one per CPU available to the
     # process, minus one for the training loop, at most 8, shared among the local DDP processes
     # (yofo.data.clips.loader_workers); 0 builds clips in the training process.

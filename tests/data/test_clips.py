@@ -171,3 +171,40 @@ def test_loader_workers_auto_follows_the_cpus(monkeypatch) -> None:
         with pytest.raises(ConfigError, match="data.num_workers: .* must be an integer >= 0 or 'auto'"):
             loader_workers(bad)
     assert load_config("paper").data.num_workers == "auto" and load_config("tiny").data.num_workers == 0
+
+
+@pytest.mark.parametrize("window", [2, 3])
+def test_motion_history_brings_the_frames_before_each_frame(synth_root: Path, window: int) -> None:
+    """``data.motion_history``: each frame's W − 1 predecessors in the video (the first frame repeated before
+    the start), augmented as that frame; the draw itself (frames, masks, sentence) is unchanged."""
+    base = [f"data.root={synth_root}", "data.max_gap=3", f"model.fm.motion.window={window}"]
+    videos = {v.name: v for v in load_ytvos(synth_root, "train")}
+    for augment in (NO_AUGMENT, [*NO_AUGMENT[:3], "data.augment.hflip_p=1"]):
+        with_history = ClipDataset(_config(*base, *augment, "data.motion_history=true"), seed=0)
+        without = ClipDataset(_config(*base, *augment), seed=0)
+        for index in range(4):
+            item, plain = with_history[index], without[index]
+            assert "previous" not in plain and item["previous"].shape == (4, window - 1, 3, 64, 96)
+            assert all(torch.equal(item[k], plain[k]) for k in ("frames", "masks", "valid"))
+            assert item["text"] == plain["text"] and item["source"] == plain["source"]
+            video = videos[item["source"].split(":")[1]]
+            originals = [torch.tensor(read_frame(p)).permute(2, 0, 1).float() / 255 for p in video.frame_paths]
+            if augment is not NO_AUGMENT:
+                originals = [frame.flip(-1) for frame in originals]
+            for frame, past in zip(item["frames"], item["previous"]):
+                t = next(t for t, original in enumerate(originals) if torch.allclose(original, frame, atol=1e-6))
+                expected = torch.stack([originals[max(0, t - k)] for k in range(window - 1, 0, -1)])
+                torch.testing.assert_close(past, expected, rtol=0, atol=1e-6)
+
+
+def test_motion_history_is_a_still_picture_for_images_and_off_without_motion(
+    synth_root: Path, refcoco_root: Path
+) -> None:
+    cfg = _config(f"data.datasets=[{{format: refcoco, root: '{refcoco_root}', weight: 1}}]",
+                  "model.fm.motion.window=2", "data.motion_history=true")
+    item = ClipDataset(cfg, seed=0)[0]
+    assert torch.equal(item["previous"][:, 0], item["frames"])  # an image does not move
+    motion_off = ClipDataset(_config(f"data.root={synth_root}", "data.motion_history=true"), seed=0)[0]
+    assert "previous" not in motion_off  # the paper's model (Table 3 rows) gets the same items with the switch on
+    batch = next(iter(DataLoader(ClipDataset(cfg, seed=0, length=2), batch_size=2)))
+    assert batch["previous"].shape == (2, 4, 1, 3, 64, 96)

@@ -157,7 +157,7 @@ def test_deep_supervision_trains_the_label_readout(micro, tmp_path, single_threa
     assert torch.equal(readouts[0.0], initial) and not torch.allclose(readouts[1.0], initial)
 
 
-def test_motion_aware_fm_trains_on_consecutive_clips_and_notes_other_clips(micro, tmp_path, capsys, single_thread):
+def test_motion_aware_fm_trains_on_consecutive_clips_or_with_history_and_notes_other_clips(micro, tmp_path, capsys, single_thread):
     base = ["train", "tiny", *micro, "train.iters_per_epoch=1", "train.stage1.epochs=2", "train.stage2.epochs=0",
             "model.fm.motion.window=3", "--no-progress"]
     assert main([*base, "data.num_frames=3", "data.max_gap=2", "--out", str(tmp_path / "motion")]) == 0
@@ -166,10 +166,17 @@ def test_motion_aware_fm_trains_on_consecutive_clips_and_notes_other_clips(micro
     assert model.cfg.fm.motion.window == 3  # the switch travels in the checkpoint
     for block in model.feature_mining.fuse.values():  # starts at zero, so any value was learnt
         assert block.mm_motion.weight.abs().sum() > 0
-    assert main([*base, "--max-steps", "1", "--out", str(tmp_path / "gaps")]) == 0  # micro: 2 frames, gap 4
+    assert main([*base, "--max-steps", "2", "--out", str(tmp_path / "gaps")]) == 0  # micro: 2 frames, gap 4
     out = capsys.readouterr().out
     assert "model.fm.motion.window=3 learns from clips of at least 3 consecutive frames" in out
     assert "data.num_frames=3 data.max_gap=2" in out
+    # data.motion_history: each frame brings the 2 frames before it, so the same clips need no note and the
+    # motion maps, hence what the motion weights learn, differ
+    assert main([*base, "--max-steps", "2", "data.motion_history=true", "--out", str(tmp_path / "history")]) == 0
+    assert "learns from clips" not in capsys.readouterr().out
+    gaps, history = (yofo.load(tmp_path / name / "model.safetensors").state_dict() for name in ("gaps", "history"))
+    motion = [key for key in gaps if "motion" in key]
+    assert motion and not all(torch.equal(gaps[key], history[key]) for key in motion)
 
 
 def test_tensorboard_event_file_holds_the_logged_scalars(micro, tmp_path, single_thread):

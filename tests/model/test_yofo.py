@@ -312,3 +312,29 @@ def test_every_table3_variant_trains_with_ours_on(random_model):
         model(_clip(frames=2), TEXTS).square().mean().backward()
         readout = model.feature_mining.label_readout.weight.grad
         assert readout is not None and readout.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("window", [2, 4])
+def test_frames_with_their_past_see_the_motion_of_the_whole_video(window, random_model):
+    """``previous`` (``data.motion_history``): frames drawn with gaps, each given the W − 1 video frames before
+    it, get the motion maps that streaming the whole video gives them. Without meta-transfer (whose memory
+    holds the clip's frames only) the logits are then the stream's bit for bit, for one sentence and for two
+    sharing a clip."""
+    model = _with_motion(random_model, ["model.meta_transfer.enabled=false", f"model.fm.motion.window={window}"]).eval()
+    video = _clip(batch=1, frames=8)
+    picked = [1, 6]  # frame 1's past starts before the video: the first frame repeated, as in streaming
+    previous = torch.stack([torch.stack([video[0, max(0, t - k)] for k in range(window - 1, 0, -1)]) for t in picked])
+    with torch.no_grad():
+        for texts in (TEXTS[:1], TEXTS):
+            streamed = model(video, texts)[:, picked]
+            drawn = model(video[:, picked], texts, previous=previous[None])
+            assert torch.equal(drawn, streamed)
+            assert not torch.allclose(model(video[:, picked], texts), streamed, atol=1e-3)  # frame 6 vs frame 1
+
+
+def test_bad_previous_frames_raise_clear_errors(random_model, tiny):
+    model = _with_motion(random_model)
+    with pytest.raises(InputError, match=r"expected shape \(2, 3, 3, 3, 64, 96\)"):
+        model(_clip(), TEXTS, previous=_clip(frames=3)[:, :, None])
+    with pytest.raises(InputError, match="only a model with motion-aware feature mining"):
+        tiny(_clip(), TEXTS, previous=_clip()[:, :, None])

@@ -76,18 +76,20 @@ def augment_clip(
     """Augment one clip.
 
     Args:
-        frames: float (T, 3, H, W) in [0, 1].
+        frames: float (T, 3, H, W) in [0, 1]; or (T, P + 1, 3, H, W): each frame last after the P video frames
+            before it (``data.motion_history``), which get exactly its augmentation (flip, jitter, blur and
+            erased box with the same noise), so that an augmentation never looks like motion.
         masks: float (T, 1, H, W), 1 on the target.
         valid: float (T, 1, H, W), 0 on void pixels.
         text: the referring expression.
         rng: the clip's generator.
         cfg: ``data.augment`` (:class:`yofo.config.AugmentConfig`).
-        from_image: the clip repeats one image: apply a random affine per frame.
+        from_image: the clip repeats one image (frames (T, 3, H, W)): apply a random affine per frame.
 
     Returns:
         (frames, masks, valid, text) with the same shapes; frames stay in [0, 1].
     """
-    count, _, height, width = frames.shape
+    count, height, width = frames.shape[0], *frames.shape[-2:]
     if from_image:
         frames, masks, valid = random_affine(frames, masks, valid, rng, cfg.affine_rotation, cfg.affine_scale)
     if rng.random() < cfg.hflip_p:
@@ -104,7 +106,8 @@ def augment_clip(
         if rng.random() < cfg.blur_p:
             sigma = float(rng.uniform(0.1, 1.5))
             size = 2 * math.ceil(3 * sigma) + 1
-            frames[t : t + 1] = gaussian_blur2d(frames[t : t + 1], (size, size), (sigma, sigma))
+            images = frames[t] if frames.dim() == 5 else frames[t : t + 1]  # (P + 1 or 1, 3, H, W)
+            images.copy_(gaussian_blur2d(images, (size, size), (sigma, sigma)))
         if rng.random() < cfg.erase_p:
             # torchvision RandomErasing with value="random": a box of 2–15% of the frame filled with noise
             area = rng.uniform(0.02, 0.15) * height * width
@@ -113,6 +116,6 @@ def augment_clip(
             box_w = min(width, max(1, round(math.sqrt(area / aspect))))
             top, left = int(rng.integers(0, height - box_h + 1)), int(rng.integers(0, width - box_w + 1))
             noise = rng.random((3, box_h, box_w), dtype=np.float32)
-            frames[t, :, top : top + box_h, left : left + box_w] = torch.from_numpy(noise)
+            frames[t, ..., top : top + box_h, left : left + box_w] = torch.from_numpy(noise)
             valid[t, :, top : top + box_h, left : left + box_w] = 0
     return frames, masks, valid, text

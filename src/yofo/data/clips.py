@@ -6,6 +6,7 @@
     item["masks"]   # float32 (T, 1, H, W), 1 on the referred object
     item["valid"]   # float32 (T, 1, H, W), 0 on void, padding, erased and out-of-image pixels
     item["text"], item["source"]              # "ytvos:<video>:<exp_id>", "refcoco:<image>:<ref>:<sent>"
+    item["previous"]  # with data.motion_history: float32 (T, W − 1, 3, H, W), the frames before each frame
 
 Sampling (paper §4.1, brief §2.7 and §7.12–13): a dataset is chosen by its weight, then an expression
 uniformly within it. Video clips take T frames in temporal order, distinct when possible, from a window of
@@ -20,6 +21,13 @@ the loss. Frames of the input size's aspect ratio are used as they are.
 Every index has its own generator, ``numpy.random.Generator(PCG64([seed, index]))``, used for every choice
 including the augmentation, so an item never depends on which items were drawn before. That makes
 training resumable from a step count and shardable over DDP ranks (rank r takes indices r, r + W, ...).
+
+With ``data.motion_history`` (ours) and motion-aware feature mining over W frames, each item also holds the W − 1
+video frames before each of its frames (the first frame repeated before a video's start, as in streaming;
+an image clip's frames are their own past: a still picture), augmented exactly as that frame. They only feed
+the motion ring buffer (:meth:`yofo.model.yofo.YOFO.forward`'s ``previous``), so that a frame drawn with a
+gap still compares with the frame before it, as at inference. The draw is unchanged: the same generator
+calls, the same frames, masks and sentences. Without motion-aware FM the switch does nothing.
 
 With ``data.pair_expressions``, items 2g and 2g+1 share the generator ``PCG64([seed, g])``: the same video,
 frames and augmentation, but item 2g+1 takes an expression of another object of the video (of the same
@@ -130,6 +138,8 @@ class ClipDataset(Dataset):
         self.num_frames = int(data.num_frames)
         self.max_gap = int(data.max_gap)
         self.pair_expressions = bool(data.pair_expressions)
+        window = int(cfg.model.fm.motion.window)
+        self.history = window - 1 if data.motion_history and window >= 2 else 0  # past frames per frame
         self.augment = data.augment
         specs = dataset_specs(data)
         self.names: list[str] = []
@@ -189,7 +199,13 @@ class ClipDataset(Dataset):
         frames, masks, valid, text = augment_clip(
             frames, masks, valid, expression.text, rng, self.augment, from_image=isinstance(record, ImageRef)
         )
-        return {"frames": frames, "masks": masks, "valid": valid, "text": text, "source": source}
+        item = {"frames": frames, "masks": masks, "valid": valid, "text": text, "source": source}
+        if self.history:
+            if frames.dim() == 5:  # (T, W, 3, H, W): each frame last, after its past
+                item["frames"], item["previous"] = frames[:, -1], frames[:, :-1]
+            else:  # an image: a still picture
+                item["previous"] = frames.unsqueeze(1).repeat(1, self.history, 1, 1, 1)
+        return item
 
     def _frame(self, path: Any) -> np.ndarray:
         return self._cache.get(
@@ -214,6 +230,7 @@ class ClipDataset(Dataset):
         """Frames (T, 3, H, W), target (T, 1, H, W) and valid (T, 1, H, W) of a clip of ``video``.
 
         Frames are drawn so that ``obj_id`` appears; the target mask is that of ``target_id`` (default ``obj_id``).
+        With ``data.motion_history`` the frames are (T, W, 3, H, W): each frame after the W − 1 before it.
         """
         annotated = [t for t, path in enumerate(video.mask_paths) if path is not None]
         for _ in range(_REDRAWS):
@@ -224,7 +241,11 @@ class ClipDataset(Dataset):
             ids = np.stack([self._mask(video.mask_paths[t]) for t in picked])
             if (ids == obj_id).any():
                 break
-        images = np.stack([self._frame(video.frame_paths[t]) for t in picked])
+        if self.history:  # frame t after t − W + 1 ... t − 1, the first frame repeated before the start
+            images = np.stack([np.stack([self._frame(video.frame_paths[max(0, t - k)])
+                                         for k in range(self.history, -1, -1)]) for t in picked])
+        else:
+            images = np.stack([self._frame(video.frame_paths[t]) for t in picked])
         return _to_tensors(images, ids == (obj_id if target_id is None else target_id), ids != VOID)
 
     def _image_clip(self, ref: ImageRef, key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
@@ -241,7 +262,8 @@ class ClipDataset(Dataset):
 
 
 def _to_tensors(images: np.ndarray, target: np.ndarray, valid: np.ndarray) -> tuple[torch.Tensor, ...]:
-    """uint8 (T, H, W, 3) and bool (T, H, W) arrays -> float tensors (T, 3, H, W), (T, 1, H, W), (T, 1, H, W)."""
-    frames = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+    """uint8 (T, H, W, 3) or (T, W, H, W, 3) and bool (T, H, W) arrays -> float tensors (T, 3, H, W) or
+    (T, W, 3, H, W), (T, 1, H, W), (T, 1, H, W)."""
+    frames = torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float().div_(255)
     masks = torch.from_numpy(target.astype(np.float32))[:, None]
     return frames, masks, torch.from_numpy(valid.astype(np.float32))[:, None]

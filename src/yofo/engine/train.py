@@ -400,7 +400,7 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
     say = tqdm.write if dist.is_main else lambda message: None
     window, data = cfg.model.fm.motion.window, cfg.data
     # a 2-frame window learns from a pair at any gap (the demo recipe), a longer one from consecutive frames
-    if data.num_frames < window or (window > 2 and data.max_gap != data.num_frames - 1):
+    if not data.motion_history and (data.num_frames < window or (window > 2 and data.max_gap != data.num_frames - 1)):
         say(f"note: model.fm.motion.window={window} learns from clips of at least {window} consecutive frames; "
             f"these clips have {data.num_frames} frames within a gap of {data.max_gap} (for consecutive ones: "
             f"data.num_frames={max(window, data.num_frames)} data.max_gap={max(window, data.num_frames) - 1})")
@@ -461,6 +461,12 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
     bar = tqdm(total=end, initial=start, unit="step", dynamic_ncols=True, disable=not (progress and dist.is_main))
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
     clock = time.perf_counter()
+
+    def clip_input(clips: torch.Tensor) -> torch.Tensor:
+        """A batch's ``(B, T, ..., 3, H, W)`` frames on the device, normalised, once per pair of expressions."""
+        clips = clips[0::2] if cfg.data.pair_expressions else clips
+        return model.normalize(clips.to(device, non_blocking=True).contiguous())
+
     try:
         for step, batch in zip(range(start, end), loader):
             if step in (start, steps[0]):  # the first step of this run or of stage 2
@@ -472,12 +478,12 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
             # main process it keeps the clips' strides): convolution results depend on it in the last bits.
             # With paired expressions the two clips of a pair are the same frames (ClipDataset): the image
             # encoder runs once per pair and the model repeats its outputs for the two sentences.
-            frames = batch["frames"][0::2] if cfg.data.pair_expressions else batch["frames"]
-            frames = model.normalize(frames.to(device, non_blocking=True).contiguous())
+            frames = clip_input(batch["frames"])
+            previous = clip_input(batch["previous"]) if "previous" in batch else None  # data.motion_history
             masks = batch["masks"].to(device, non_blocking=True)
             valid = batch["valid"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                outputs = net(frames, list(batch["text"]), label_logits=deep_supervision)
+                outputs = net(frames, list(batch["text"]), label_logits=deep_supervision, previous=previous)
             logits = outputs[0] if deep_supervision else outputs
             loss = segmentation_loss(logits.float(), masks, valid, tc.loss_weight, tc.bce_weight)
             if deep_supervision:

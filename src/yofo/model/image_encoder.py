@@ -236,11 +236,17 @@ class ResNet(nn.Module):
 
     def forward(self, images: Tensor) -> ResNetFeatures:
         """``images (N, 3, H, W)`` normalised -> layer1 ``(N, c1, H/4, W/4)`` ... layer4 ``(N, c4, H/os, W/os)``."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        l1 = self.layer1(x)
+        l1 = self._layer1(images)
         l2 = self.layer2(l1)
         l3 = self.layer3(l2)
         return ResNetFeatures(l1, l2, l3, self.layer4(l3))
+
+    def until_layer2(self, images: Tensor) -> Tensor:
+        """Only layer2 of :meth:`forward`, bit for bit: ``images (N, 3, H, W)`` -> ``(N, c2, H/8, W/8)``."""
+        return self.layer2(self._layer1(images))
+
+    def _layer1(self, images: Tensor) -> Tensor:
+        return self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(images)))))
 
     def load_pretrained(self, path: str | Path) -> tuple[list[str], list[str]]:
         """Load torchvision-format weights from a ``.pth``/``.pt`` or ``.safetensors`` file.
@@ -365,14 +371,22 @@ class EfficientNetLite(nn.Module):
 
     def forward(self, images: Tensor) -> ResNetFeatures:
         """``images (N, 3, H, W)`` normalised -> layer1 ``(N, c1, H/4, W/4)`` ... layer4 ``(N, c4, H/os, W/os)``."""
+        return ResNetFeatures(*self._stages(images, len(self.layer_ends)))
+
+    def until_layer2(self, images: Tensor) -> Tensor:
+        """Only layer2 of :meth:`forward`, bit for bit: ``images (N, 3, H, W)`` -> ``(N, c2, H/8, W/8)``."""
+        return self._stages(images, 2)[-1]
+
+    def _stages(self, images: Tensor, count: int) -> list[Tensor]:
+        """The outputs of the first ``count`` of layer1..layer4."""
         x = F.relu6(self._bn0(self._conv_stem(images)))
         outputs, start = [], 0
-        for end in self.layer_ends:
+        for end in self.layer_ends[:count]:
             for block in self._blocks[start:end]:
                 x = block(x)
             outputs.append(x)
             start = end
-        return ResNetFeatures(*outputs)
+        return outputs
 
     def load_pretrained(self, path: str | Path) -> tuple[list[str], list[str]]:
         """Load a lukemelas-format EfficientNet-Lite file strictly: every encoder tensor under its own name.
@@ -415,7 +429,7 @@ def build_image_encoder(cfg) -> nn.Module:
 
     ``weights: imagenet`` loads the file bundled in the arch's package (:func:`bundled_weights`); any other
     value is a path. ``cfg.mean``/``cfg.std``, when set, replace the arch's normalisation. The returned
-    module has ``channels``, ``mean``, ``std``, ``stem`` and returns :class:`ResNetFeatures`.
+    module has ``channels``, ``mean``, ``std``, ``stem`` and ``until_layer2`` and returns :class:`ResNetFeatures`.
     """
     if cfg.arch in LITES:
         encoder: nn.Module = EfficientNetLite(cfg.arch, cfg.output_stride)

@@ -89,7 +89,7 @@ class MotionFeatures(nn.Module):
 
         ``history`` (a ``deque(maxlen=window)``, the stream's ring buffer) receives ``L2N(layer2)``.
         """
-        history.append(l2_normalize(layer2))
+        self.remember(layer2, history)
         past = list(history)
         past = [past[0]] * (self.window - len(past)) + past  # replicate the first frame before the video
         current = past[-1]
@@ -98,3 +98,9 @@ class MotionFeatures(nn.Module):
             cost = local_correlation(current, earlier, self.radius)
             maps += [cost, soft_argmax(cost, self.radius)]
         return l2_normalize(self.mix(torch.cat(maps, dim=1)))
+
+    @staticmethod
+    def remember(layer2: Tensor, history: deque) -> None:
+        """Append ``L2N(layer2 (N, C2, h8, w8))`` to ``history``, as :meth:`forward` does for its frame: for a
+        frame that is only the past of later ones (``data.motion_history``)."""
+        history.append(l2_normalize(layer2))

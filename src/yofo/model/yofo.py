@@ -11,6 +11,8 @@ training uses the ``train_*`` counts, eval mode the ``test_*`` counts. The clip 
 
 With motion-aware feature mining (ours, ``model.fm.motion.window``) the state also holds a ring buffer of the
 last W frames' L2-normalised layer2 maps (:mod:`yofo.model.motion`), per frame and shared by every expression.
+In training, the clip forward can take each frame's true predecessors in the video for that buffer
+(``previous``, ``data.motion_history``), so that frames drawn with gaps still see the motion inference sees.
 
 With ``model.decoder.label_skip`` (ours, off in the paper) the 1×1 readout of the decoder's input T(Φ; θ)
 (``feature_mining.label_readout``, the one deep supervision trains on Y), upsampled bilinearly, is added to
@@ -189,7 +191,8 @@ class YOFO(nn.Module):
         return logits, labels
 
     def forward(
-        self, frames: Tensor, text: Tensor | Sequence[str], label_logits: bool = False
+        self, frames: Tensor, text: Tensor | Sequence[str], label_logits: bool = False,
+        previous: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Clip forward (training and offline inference).
 
@@ -200,6 +203,11 @@ class YOFO(nn.Module):
                 encoder runs once per clip.
             text: B strings or ``(B, 3, C)`` from :meth:`encode_text`.
             label_logits: also return the readout of Y (``feature_mining.label_readout``) for deep supervision.
+            previous: with motion-aware feature mining over W frames, ``(B / r, T, W − 1, 3, H, W)`` normalised:
+                the W − 1 video frames before each frame of ``frames``, oldest first (``data.motion_history``,
+                ours). Each frame's motion map then compares it with them, as streaming the whole video does,
+                instead of with the clip's frames before it; they go through the image encoder up to layer2
+                and nothing else. None: the clip's frames are the past of each other, as in streaming.
 
         Returns:
             logits ``(B, T, 1, H, W)``; with ``label_logits`` also ``(B, T, 1, h16, w16)``.
@@ -211,12 +219,32 @@ class YOFO(nn.Module):
             raise InputError(f"text: {state.text.shape[0]} expressions for {frames.shape[0]} clips (expected "
                              "a multiple: each clip serves the same number of consecutive expressions)")
         repeat = state.text.shape[0] // frames.shape[0]
-        steps = [self._step(self.frame_features(frames[:, t], state, repeat), state)
-                 for t in range(frames.shape[1])]
+        if previous is not None:
+            self._check_previous(frames, previous)
+        steps = []
+        for t in range(frames.shape[1]):
+            if previous is not None:  # the ring buffer holds frame t's own past
+                state.motion.clear()
+                for k in range(previous.shape[2]):  # N images per call, as streaming encodes them: the same bits
+                    layer2 = self.image_encoder.until_layer2(previous[:, t, k])
+                    self.feature_mining.motion.remember(layer2.repeat_interleave(repeat, dim=0), state.motion)
+            steps.append(self._step(self.frame_features(frames[:, t], state, repeat), state))
         logits = torch.stack([out for out, _ in steps], 1)
         if not label_logits:
             return logits
         return logits, torch.stack([self.feature_mining.label_readout(labels) for _, labels in steps], 1)
+
+
+    def _check_previous(self, frames: Tensor, previous: Tensor) -> None:
+        """:meth:`forward`'s ``previous`` must be ``(N, T, W − 1, 3, H, W)`` for ``frames (N, T, 3, H, W)``."""
+        window = self.cfg.fm.motion.window
+        if not window:
+            raise InputError("previous: only a model with motion-aware feature mining (model.fm.motion.window "
+                             ">= 2) takes the frames before each frame")
+        expected = (*frames.shape[:2], window - 1, *frames.shape[2:])
+        if tuple(previous.shape) != expected:
+            raise InputError(f"previous: expected shape {expected} (the W − 1 = {window - 1} frames before each "
+                             f"frame), got {tuple(previous.shape)}")
 
 
 def build_model(cfg: DictConfig, load_pretrained: bool = True) -> YOFO:
