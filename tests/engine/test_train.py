@@ -157,7 +157,9 @@ def test_deep_supervision_trains_the_label_readout(micro, tmp_path, single_threa
     assert torch.equal(readouts[0.0], initial) and not torch.allclose(readouts[1.0], initial)
 
 
-def test_motion_aware_fm_trains_on_consecutive_clips_or_with_history_and_notes_other_clips(micro, tmp_path, capsys, single_thread):
+def test_motion_aware_fm_trains_on_consecutive_clips_or_with_history_and_notes_other_clips(
+    micro, tmp_path, capsys, single_thread
+):
     base = ["train", "tiny", *micro, "train.iters_per_epoch=1", "train.stage1.epochs=2", "train.stage2.epochs=0",
             "model.fm.motion.window=3", "--no-progress"]
     assert main([*base, "data.num_frames=3", "data.max_gap=2", "--out", str(tmp_path / "motion")]) == 0

@@ -6,7 +6,7 @@
     item["masks"]   # float32 (T, 1, H, W), 1 on the referred object
     item["valid"]   # float32 (T, 1, H, W), 0 on void, padding, erased and out-of-image pixels
     item["text"], item["source"]              # "ytvos:<video>:<exp_id>", "refcoco:<image>:<ref>:<sent>"
-    item["previous"]  # with data.motion_history: float32 (T, W − 1, 3, H, W), the frames before each frame
+    item["previous"]  # with data.motion_history: float32 (T, P, 3, H, W), the P = window − 1 frames before each
 
 Sampling (paper §4.1, brief §2.7 and §7.12–13): a dataset is chosen by its weight, then an expression
 uniformly within it. Video clips take T frames in temporal order, distinct when possible, from a window of
@@ -201,7 +201,7 @@ class ClipDataset(Dataset):
         )
         item = {"frames": frames, "masks": masks, "valid": valid, "text": text, "source": source}
         if self.history:
-            if frames.dim() == 5:  # (T, W, 3, H, W): each frame last, after its past
+            if frames.dim() == 5:  # (T, P + 1, 3, H, W): each frame last, after its P past frames
                 item["frames"], item["previous"] = frames[:, -1], frames[:, :-1]
             else:  # an image: a still picture
                 item["previous"] = frames.unsqueeze(1).repeat(1, self.history, 1, 1, 1)
@@ -230,7 +230,7 @@ class ClipDataset(Dataset):
         """Frames (T, 3, H, W), target (T, 1, H, W) and valid (T, 1, H, W) of a clip of ``video``.
 
         Frames are drawn so that ``obj_id`` appears; the target mask is that of ``target_id`` (default ``obj_id``).
-        With ``data.motion_history`` the frames are (T, W, 3, H, W): each frame after the W − 1 before it.
+        With ``data.motion_history`` the frames are (T, P + 1, 3, H, W): each frame after the P = W − 1 before it.
         """
         annotated = [t for t, path in enumerate(video.mask_paths) if path is not None]
         for _ in range(_REDRAWS):
@@ -262,8 +262,8 @@ class ClipDataset(Dataset):
 
 
 def _to_tensors(images: np.ndarray, target: np.ndarray, valid: np.ndarray) -> tuple[torch.Tensor, ...]:
-    """uint8 (T, H, W, 3) or (T, W, H, W, 3) and bool (T, H, W) arrays -> float tensors (T, 3, H, W) or
-    (T, W, 3, H, W), (T, 1, H, W), (T, 1, H, W)."""
+    """uint8 (T, H, W, 3) or (T, P + 1, H, W, 3) and bool (T, H, W) arrays -> float tensors (T, 3, H, W) or
+    (T, P + 1, 3, H, W), (T, 1, H, W), (T, 1, H, W)."""
     frames = torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float().div_(255)
     masks = torch.from_numpy(target.astype(np.float32))[:, None]
     return frames, masks, torch.from_numpy(valid.astype(np.float32))[:, None]

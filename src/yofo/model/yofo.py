@@ -203,8 +203,8 @@ class YOFO(nn.Module):
                 encoder runs once per clip.
             text: B strings or ``(B, 3, C)`` from :meth:`encode_text`.
             label_logits: also return the readout of Y (``feature_mining.label_readout``) for deep supervision.
-            previous: with motion-aware feature mining over W frames, ``(B / r, T, W − 1, 3, H, W)`` normalised:
-                the W − 1 video frames before each frame of ``frames``, oldest first (``data.motion_history``,
+            previous: with motion-aware feature mining over W frames, ``(B / r, T, P, 3, H, W)`` normalised:
+                the P = W − 1 video frames before each frame of ``frames``, oldest first (``data.motion_history``,
                 ours). Each frame's motion map then compares it with them, as streaming the whole video does,
                 instead of with the clip's frames before it; they go through the image encoder up to layer2
                 and nothing else. None: the clip's frames are the past of each other, as in streaming.
@@ -236,7 +236,8 @@ class YOFO(nn.Module):
 
 
     def _check_previous(self, frames: Tensor, previous: Tensor) -> None:
-        """:meth:`forward`'s ``previous`` must be ``(N, T, W − 1, 3, H, W)`` for ``frames (N, T, 3, H, W)``."""
+        """:meth:`forward`'s ``previous`` must be ``(N, T, P, 3, H, W)`` for ``frames (N, T, 3, H, W)``,
+        P = window − 1."""
         window = self.cfg.fm.motion.window
         if not window:
             raise InputError("previous: only a model with motion-aware feature mining (model.fm.motion.window "
