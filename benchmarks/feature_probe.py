@@ -31,7 +31,6 @@ colour needs it on both sides of a fusion block: in V_i and in W_z z_i of the sa
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -43,7 +42,7 @@ import torch.nn.functional as F
 
 from yofo.data.clips import mean_colour, pad_to
 from yofo.data.records import VOID, Expression, Video, get_field, read_frame, read_json, read_mask
-from yofo.data.synthetic import COLORS, SHAPES, SIZE_WORDS
+from yofo.data.synthetic import parse_description
 from yofo.data.ytvos import load_ytvos
 from yofo.engine.checkpoint import load_model
 from yofo.errors import DatasetError, YofoError
@@ -53,8 +52,6 @@ from yofo.predictor import fit_size
 
 ATTRIBUTES = ("color", "shape", "size")
 MIN_PIXELS = 20  # objects mostly hidden in a frame are left out
-SIZE_OF_WORD = {word: size for size, words in SIZE_WORDS.items() for word in words}  # "big" -> "large"
-WORDS = {"size": set(SIZE_OF_WORD), "colour": set(COLORS), "shape": set(SHAPES)}
 
 
 def load_frame(video: Video, t: int, box: Sequence[int], mean: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,11 +181,8 @@ def probe_table(train: tuple[dict, dict], test: tuple[dict, dict], first_column:
 
 def sentence_attributes(text: str) -> dict[str, str | None]:
     """The colour, shape and size (``small``/``large``) a sentence names; ``None`` for one it does not name."""
-    words = re.findall(r"[a-z]+", text.lower())
-    named = {attribute: next((w for w in words if w in vocabulary), None)
-             for attribute, vocabulary in (("color", COLORS), ("shape", SHAPES), ("size", SIZE_OF_WORD))}
-    named["size"] = SIZE_OF_WORD.get(named["size"])
-    return named
+    named = dict(parse_description(text).appearance)
+    return {attribute: named.get(attribute) for attribute in ATTRIBUTES}
 
 
 def text_features(model, texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -231,12 +225,10 @@ def sentence_probe_table(model, root: Path, train_videos: int, valid_videos: int
 
 
 def expression_group(expression: Expression) -> str:
-    """The expression's kind; for appearance alone, with the appearance words it uses, e.g. ``appearance: colour``."""
+    """The expression's kind; for appearance alone, with the attributes it names, e.g. ``appearance: color``."""
     if expression.kind != "appearance":
         return str(expression.kind)
-    words = set(re.findall(r"[a-z]+", expression.text.lower()))
-    used = [name for name, vocabulary in WORDS.items() if words & vocabulary]
-    return "appearance: " + (" + ".join(used) or "other")
+    return "appearance: " + (parse_description(expression.text).attributes or "other")
 
 
 def grounding(model, root: Path, videos: int) -> dict[str, dict[str, list[float]]]:

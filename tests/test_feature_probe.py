@@ -23,7 +23,7 @@ def test_expression_groups_split_appearance_by_its_words(probe) -> None:
     def group(text: str, kind: str) -> str:
         return probe.expression_group(Expression(exp_id="0", text=text, obj_id=1, kind=kind))
 
-    assert group("the big red thing", "appearance") == "appearance: size + colour"
+    assert group("the big red thing", "appearance") == "appearance: color + size"
     assert group("the cross", "appearance") == "appearance: shape"
     assert group("the cross on the left", "appearance+position") == "appearance+position"
 

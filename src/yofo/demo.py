@@ -9,8 +9,9 @@ Steps:
    settings the checkpoint was trained with: the ``synth`` entry of its metadata (the content of the
    benchmark's ``synth.json``) when present, else ``yofo synth``'s defaults, which ``configs/demo.yaml``
    documents; only the valid videos are written (a valid video does not depend on the number of train videos);
-2. evaluate the checkpoint on it (:func:`yofo.engine.evaluate.evaluate`): J&F overall, per expression kind and
-   per cue, and the language-blind control (each video's expressions shuffled among its objects);
+2. evaluate the checkpoint on it (:func:`yofo.engine.evaluate.evaluate`): J&F overall, per expression kind,
+   per cue and by what single-cue expressions name, J at each video's first frames, the grounding check and
+   the language-blind control (each video's expressions shuffled among its objects);
 3. segment a few valid videos into overlay MP4s: the frame untouched, the model's masks and the ground
    truth side by side, one sentence per object listed in a strip below;
 4. plot the training curve from the training log shipped beside the checkpoint (``<checkpoint>.csv``);
@@ -284,6 +285,26 @@ def _motion_blind_lines(blind: dict[str, Any] | None, window: int = 0) -> list[s
     return ["## Motion", "", head + body, ""]
 
 
+def _named_lines(named: dict[str, Any] | None, header: list[str]) -> list[str]:
+    """The report's results of single-cue expressions by what they name (:func:`yofo.engine.evaluate.per_named`)."""
+    if not named:
+        return []
+    return ["Expressions that use one cue, by what they name (\"appearance: color\": the colour and nothing else, "
+            "e.g. “the red shape”):", "", *header, *(_row(name, value) for name, value in named.items()), ""]
+
+
+def _frame_lines(frames: dict[str, Any] | None) -> list[str]:
+    """The report's J at a video's first frames (:func:`yofo.engine.evaluate.per_frame`)."""
+    if not frames:
+        return []
+    columns = frames["frames"]
+    rows = [f"| {'all' if name == 'all' else f'using {name}'} | " + " | ".join(_f(v) for v in values) + " |"
+            for name, values in frames.items() if name != "frames"]
+    return ["J by frame of the video (frame 0 has no earlier frame, so no motion can be seen there):", "",
+            "| expressions | " + " | ".join(f"frame {c}" for c in columns) + " |",
+            "|---|" + "---|" * len(columns), *rows, ""]
+
+
 def _grounding_lines(grounding: dict[str, Any] | None) -> list[str]:
     """The report's grounding check (:func:`yofo.engine.evaluate.grounding_check`)."""
     if not grounding:
@@ -310,7 +331,8 @@ def _grounding_lines(grounding: dict[str, Any] | None) -> list[str]:
 
 
 def write_report(path: Path, summary: dict[str, Any]) -> None:
-    """``report.md``: results overall, per cue, per kind and for the control; overlays; curve; timing."""
+    """``report.md``: results overall, per cue, per kind, by what single-cue sentences name, per frame and for the
+    control; the grounding check; overlays; curve; timing."""
     ev, data, control = summary["evaluation"], summary["data"], summary["evaluation"]["control"]
     header = ["| expressions | J&F | J | F | J-Recall | F-Recall | n |", "|---|---|---|---|---|---|---|"]
     met = "met" if ev["J&F"] is not None and ev["J&F"] >= TARGET_JF else "NOT met"
@@ -336,6 +358,8 @@ def write_report(path: Path, summary: dict[str, Any]) -> None:
         *header,
         *(_row(kind, value) for kind, value in ev["per_kind"].items()),
         "",
+        *_named_lines(ev.get("per_named"), header),
+        *_frame_lines(ev.get("per_frame")),
         *_grounding_lines(ev.get("grounding")),
         *_motion_blind_lines(ev.get("motion_blind"), summary.get("motion_window", 0)),
         "## Language-blind control",

@@ -9,6 +9,7 @@ against the rendered pixels), and decides motion and position from the rendered 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from pathlib import Path
@@ -151,6 +152,29 @@ def test_every_expression_picks_out_exactly_its_object(synth_root: Path) -> None
             )
     assert checked >= 60
     assert distractor_videos >= 0.5 * 30
+
+
+def test_parse_description_inverts_describe(synth_root: Path) -> None:
+    """Every description the generator can render, with every synonym, parses back to itself; and the benchmark's
+    sentences parse to their kind and to the constraints this file's independent parser reads."""
+    rng = np.random.default_rng(0)
+    appearances = [()] + [tuple(sorted(c)) for n in (1, 2, 3) for c in itertools.combinations(
+        [("color", "red"), ("shape", "cross"), ("size", "small")], n)]
+    for appearance in appearances:
+        for motion in (None, *synthetic.MOTIONS):
+            for position in (None, *synthetic.POSITIONS):
+                desc = synthetic.Description(appearance, motion, position)
+                for _ in range(8):  # the synonyms and both places of a position word
+                    text = synthetic.describe(desc, rng)
+                    assert synthetic.parse_description(text) == desc, text
+    for split in ("train", "valid"):
+        expressions = json.loads((synth_root / "meta_expressions" / split / "meta_expressions.json").read_text())
+        for video in expressions["videos"].values():
+            for entry in video["expressions"].values():
+                desc = synthetic.parse_description(entry["exp"])
+                assert desc.kind == entry["kind"]
+                named = {**dict(desc.appearance), "motion": desc.motion, "position": desc.position}
+                assert {k: v for k, v in named.items() if v is not None} == parse(entry["exp"])
 
 
 def test_readers_load_the_benchmark_like_real_data(synth_root: Path) -> None:

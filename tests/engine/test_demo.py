@@ -80,6 +80,12 @@ def test_demo_end_to_end(shipped, tmp_path, capsys):
     grounding = ev["grounding"]
     assert grounding["sentences"] == ev["objects"] and 0 <= grounding["grounded"] <= grounding["sentences"]
     assert "## Grounding check" in report
+    # single-cue sentences by what they name, and J at the first frames, as in metrics.json
+    assert ev["per_named"]  # the micro benchmark has single-cue sentences
+    for name, value in ev["per_named"].items():
+        assert f"| {name} | {value['J&F']:.3f} |" in report
+    assert "| expressions | frame 0 | frame 1 | frame 2 | frame ≥3 |" in report
+    assert "| all | " + " | ".join(f"{v:.3f}" for v in ev["per_frame"]["all"]) + " |" in report
     assert f"**{grounding['grounded']} of {grounding['sentences']} sentences" in report
     assert (out / "eval" / "per_object.csv").is_file() and any((out / "eval" / "predictions").rglob("*.png"))
 

@@ -25,6 +25,8 @@ from yofo.engine.evaluate import (
     davis_object_scores,
     grounding_check,
     motion_blind_reference,
+    per_frame,
+    per_named,
     shuffle_objects,
     zip_submission,
 )
@@ -159,6 +161,27 @@ def test_grounding_check_needs_own_object_and_a_margin_over_every_other():
     assert (g["sentences"], g["grounded"], g["on_other"]) == (4, 1, 1)
     assert g["share"] == 0.25 and g["per_kind"]["motion"] == {"sentences": 2, "grounded": 1, "share": 0.5}
     assert grounding_check(scores[-1:]) is None
+
+
+def test_per_named_and_per_frame_split_single_cue_sentences_and_frames():
+    def score(kind: str, text: str, j: list[float]) -> ObjectScore:
+        return ObjectScore("v_1", "v", 1, np.array(j), np.array(j), kind=kind, text=text)
+
+    scores = [score("appearance", "the red shape", [0.2, 0.4, 0.6, 0.8, 1.0]),
+              score("appearance", "the little red thing", [1.0, 1.0, 1.0]),
+              score("motion", "the object going up", [0.0, 0.5, 0.5, 0.5, 0.7]),
+              score("motion", "the square that stays still", [1.0, 1.0, 1.0, 1.0]),  # a shape too: appearance+motion
+              score("position", "the leftmost object", [0.5]),
+              score("appearance+position", "the blue square on the left", [0.9])]
+    scores[3].kind = "appearance+motion"
+    named = per_named(scores)
+    assert list(named) == ["appearance: color", "appearance: color + size", "motion: up", "position: left"]
+    assert named["motion: up"]["J"]["mean"] == pytest.approx(np.mean([0.0, 0.5, 0.5, 0.5, 0.7]))
+    frames = per_frame(scores, frames=4)
+    assert frames["frames"] == ["0", "1", "2", "≥3"]
+    assert frames["motion"] == pytest.approx([0.5, 0.75, 0.75, np.mean([np.mean([0.5, 0.7]), 1.0])])
+    assert frames["appearance"][3] == pytest.approx(np.mean([0.9, 1.0]))  # only the expressions with 4+ frames
+    assert frames["position"] == pytest.approx([0.7, None, None, None])
 
 
 def test_shuffle_is_a_deterministic_derangement(synth_root):

@@ -129,6 +129,11 @@ class Description:
         used = (bool(self.appearance), self.motion is not None, self.position is not None)
         return "+".join(cue for cue, on in zip(CUES, used) if on)
 
+    @property
+    def attributes(self) -> str:
+        """The appearance attributes used, e.g. ``color + size``; empty when appearance is not used."""
+        return " + ".join(attribute for attribute, _ in self.appearance)
+
 
 # --------------------------------------------------------------------------------------------- scene
 def _trajectory(
@@ -319,6 +324,23 @@ def describe(desc: Description, rng: np.random.Generator) -> str:
     if desc.position is not None and not position_as_adjective:
         words.append(POSITION_PHRASES[desc.position])
     return " ".join(words)
+
+
+def parse_description(text: str) -> Description:
+    """The cues a sentence of this generator names: the inverse of :func:`describe`.
+
+    The vocabulary is closed, so the parse is exact for the generator's sentences (``describe`` then
+    ``parse_description`` gives the description back); for other text it returns the cues whose words it
+    finds, possibly none.
+    """
+    text = " ".join(text.lower().split())
+    words = set(text.split())
+    appearance = [("color", color) for color in COLORS if color in words]
+    appearance += [("shape", shape) for shape in SHAPES if shape in words]
+    appearance += [("size", size) for size, synonyms in SIZE_WORDS.items() if words & set(synonyms)]
+    motion = next((m for m, phrases in MOTION_PHRASES.items() if any(p in text for p in phrases)), None)
+    position = next((p for p in POSITIONS if POSITION_PHRASES[p] in text or POSITION_ADJECTIVES[p] in words), None)
+    return Description(tuple(sorted(appearance)), motion, position)
 
 
 def _choose(found: list[Description], rng: np.random.Generator, options: SynthOptions) -> list[Description]:

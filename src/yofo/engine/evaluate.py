@@ -9,8 +9,9 @@ Formats (brief §5, §6):
 * ``ytvos`` and ``synthetic`` (Ref-YouTube-VOS layout): every expression is one scored object, named
   ``<video>_<exp_id>``, against the ground truth ``mask == obj_id`` on every frame that has a mask. All
   expressions of a video share one pass of the model. ``synthetic`` adds results per expression kind and per
-  cue (appearance / motion / position) and what a model that cannot see motion could reach
-  (:func:`motion_blind_reference`). A split without masks (Ref-YouTube-VOS valid) is not scored: it gives
+  cue (appearance / motion / position), per single-cue expression by what it names (:func:`per_named`:
+  colour alone, "moves up" alone, ...), J at a video's first frames (:func:`per_frame`) and what a model
+  that cannot see motion could reach (:func:`motion_blind_reference`). A split without masks (Ref-YouTube-VOS valid) is not scored: it gives
   ``submission.zip`` in the official layout instead (brief §6.2).
 * ``davis`` (Ref-DAVIS17, brief §6.1): per annotator, the objects' masks are merged into one id map per frame
   (argmax where the best probability is ≥ 0.5, brief §7.15) and scored as the DAVIS-2017 toolkit does
@@ -23,7 +24,8 @@ Void pixels (255) are background when GT is read, as in the toolkit, so official
 
 Output folder, written in a temporary folder beside it and moved into place when complete::
 
-    OUT/metrics.json       settings, J, F (mean, recall, decay), J&F; per annotator / kind / cue; control;
+    OUT/metrics.json       settings, J, F (mean, recall, decay), J&F; per annotator / kind / cue / named
+                           attribute; J per frame; control;
                            speed; per-object list (without masks: settings, speed and the submission's size)
     OUT/per_object.csv     one row per scored object
     OUT/predictions/<video>/<exp_id>/<frame>.png    ytvos, synthetic: palette PNG, 1 = the referred object
@@ -59,6 +61,7 @@ from tqdm import tqdm
 
 from yofo.data.davis import load_davis
 from yofo.data.records import VOID, Expression, Video, read_frame, read_mask, refuse_problems
+from yofo.data.synthetic import CUES, parse_description
 from yofo.data.ytvos import load_ytvos
 from yofo.engine.checkpoint import load_model
 from yofo.engine.distributed import Distributed, init_distributed
@@ -73,6 +76,7 @@ ANNOTATORS = {"1": (1,), "2": (2,), "both": (1, 2)}
 PROTOCOLS = ("semi", "unsupervised")  # also the names of the GT folders in load_davis(gt=...)
 EXPRESSION_TYPES = ("first_frame", "full_video")
 DEFAULT_SPLITS = {"ytvos": "valid", "synthetic": "valid", "davis": "val"}
+FRAME_BUCKETS = 4  # synthetic: J at frames 0, 1, 2 and ≥ 3 of each video (per_frame)
 MAX_PROPOSALS = 20  # the toolkit's limit on predicted objects in the unsupervised task (brief §5.3)
 METRICS_FILE = "metrics.json"
 CSV_FILE = "per_object.csv"
@@ -148,6 +152,43 @@ def _groups(scores: Sequence[ObjectScore]) -> tuple[dict[str, Any], dict[str, An
     per_kind = {kind: summarize([s for s in scores if s.kind == kind]) for kind in kinds}
     per_cue = {cue: summarize([s for s in scores if s.kind and cue in s.kind.split("+")]) for cue in cues}
     return per_kind, per_cue
+
+
+def per_named(scores: Sequence[ObjectScore]) -> dict[str, Any]:
+    """Results of the expressions that use a single cue, by what they name (synthetic benchmark).
+
+    Appearance alone by the attributes named (``appearance: color``, ``appearance: color + size``, ...), motion
+    alone by the motion (``motion: left``, ``motion: bouncing``), position alone by the position
+    (``position: top``); read from the sentence with the generator's vocabulary
+    (:func:`yofo.data.synthetic.parse_description`). Returns ``{group: summary}`` (as :func:`summarize`).
+    """
+    groups: dict[str, list[ObjectScore]] = {}
+    for s in scores:
+        if s.kind not in CUES or s.text is None:
+            continue
+        desc = parse_description(s.text)
+        named = {"appearance": desc.attributes, "motion": desc.motion, "position": desc.position}[s.kind]
+        groups.setdefault(f"{s.kind}: {named or 'other'}", []).append(s)
+    return {name: summarize(group) for name, group in sorted(groups.items())}
+
+
+def per_frame(scores: Sequence[ObjectScore], frames: int = FRAME_BUCKETS) -> dict[str, Any]:
+    """Mean J at a video's first frames, overall and per cue: how an online model warms up (synthetic).
+
+    Every frame of a synthetic video is scored, so entry t of an expression's ``J`` is frame t. Entry t
+    (t < ``frames`` − 1) of a row is the mean over expressions of J at frame t; the last entry, of each
+    expression's mean J over frames ≥ ``frames`` − 1. Returns ``{"frames": ["0", "1", "2", "≥3"], "all":
+    [...], "<cue>": [...]}`` (``frames`` entries per row; None where no expression has that frame).
+    """
+
+    def row(group: list[ObjectScore]) -> list[float | None]:
+        columns = [[s.J[t] for s in group if len(s.J) > t] for t in range(frames - 1)]
+        columns.append([np.nanmean(s.J[frames - 1 :]) for s in group if len(s.J) >= frames])
+        return [_number(np.nanmean(c)) if c else None for c in columns]
+
+    cues = sorted({cue for s in scores if s.kind for cue in s.kind.split("+")})
+    return {"frames": [*map(str, range(frames - 1)), f"≥{frames - 1}"], "all": row(list(scores)),
+            **{cue: row([s for s in scores if s.kind and cue in s.kind.split("+")]) for cue in cues}}
 
 
 def motion_blind_reference(scores: Sequence[ObjectScore]) -> dict[str, Any] | None:
@@ -687,6 +728,7 @@ def _evaluate_into(
             result |= summarize(scores)
         if fmt == "synthetic":
             result["per_kind"], result["per_cue"] = _groups(scores)
+            result["per_named"], result["per_frame"] = per_named(scores), per_frame(scores)
             result["motion_blind"] = motion_blind_reference(scores)
         if fmt != "davis":
             result["grounding"] = grounding_check(scores)
