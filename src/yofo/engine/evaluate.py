@@ -11,8 +11,9 @@ Formats (brief §5, §6):
   expressions of a video share one pass of the model. ``synthetic`` adds results per expression kind and per
   cue (appearance / motion / position), per single-cue expression by what it names (:func:`per_named`:
   colour alone, "moves up" alone, ...), J at a video's first frames (:func:`per_frame`) and what a model
-  that cannot see motion could reach (:func:`motion_blind_reference`). A split without masks (Ref-YouTube-VOS valid) is not scored: it gives
-  ``submission.zip`` in the official layout instead (brief §6.2).
+  that cannot see motion could reach (:func:`motion_blind_reference`). A split without masks
+  (Ref-YouTube-VOS valid) is not scored: it gives ``submission.zip`` in the official layout instead (brief
+  §6.2).
 * ``davis`` (Ref-DAVIS17, brief §6.1): per annotator, the objects' masks are merged into one id map per frame
   (argmax where the best probability is ≥ 0.5, brief §7.15) and scored as the DAVIS-2017 toolkit does
   (brief §5.3): ``semi`` (GT ``Annotations/480p``, first and last frames not scored, as RefVOS) or
