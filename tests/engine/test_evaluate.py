@@ -170,10 +170,9 @@ def test_per_named_and_per_frame_split_single_cue_sentences_and_frames():
     scores = [score("appearance", "the red shape", [0.2, 0.4, 0.6, 0.8, 1.0]),
               score("appearance", "the little red thing", [1.0, 1.0, 1.0]),
               score("motion", "the object going up", [0.0, 0.5, 0.5, 0.5, 0.7]),
-              score("motion", "the square that stays still", [1.0, 1.0, 1.0, 1.0]),  # a shape too: appearance+motion
+              score("appearance+motion", "the square that stays still", [1.0, 1.0, 1.0, 1.0]),  # not a single cue
               score("position", "the leftmost object", [0.5]),
               score("appearance+position", "the blue square on the left", [0.9])]
-    scores[3].kind = "appearance+motion"
     named = per_named(scores)
     assert list(named) == ["appearance: color", "appearance: color + size", "motion: up", "position: left"]
     assert named["motion: up"]["J"]["mean"] == pytest.approx(np.mean([0.0, 0.5, 0.5, 0.5, 0.7]))

@@ -146,13 +146,17 @@ def _mean_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _by_cue(scores: Sequence[ObjectScore]) -> dict[str, list[ObjectScore]]:
+    """The scored expressions of each cue, in cue order: every expression whose kind uses the cue."""
+    cues = sorted({cue for s in scores if s.kind for cue in s.kind.split("+")})
+    return {cue: [s for s in scores if s.kind and cue in s.kind.split("+")] for cue in cues}
+
+
 def _groups(scores: Sequence[ObjectScore]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Results per expression kind (e.g. ``appearance+motion``) and per cue (every kind that uses the cue)."""
     kinds = sorted({s.kind for s in scores if s.kind})
-    cues = sorted({cue for kind in kinds for cue in kind.split("+")})
     per_kind = {kind: summarize([s for s in scores if s.kind == kind]) for kind in kinds}
-    per_cue = {cue: summarize([s for s in scores if s.kind and cue in s.kind.split("+")]) for cue in cues}
-    return per_kind, per_cue
+    return per_kind, {cue: summarize(group) for cue, group in _by_cue(scores).items()}
 
 
 def per_named(scores: Sequence[ObjectScore]) -> dict[str, Any]:
@@ -187,9 +191,8 @@ def per_frame(scores: Sequence[ObjectScore], frames: int = FRAME_BUCKETS) -> dic
         columns.append([np.nanmean(s.J[frames - 1 :]) for s in group if len(s.J) >= frames])
         return [_number(np.nanmean(c)) if c else None for c in columns]
 
-    cues = sorted({cue for s in scores if s.kind for cue in s.kind.split("+")})
     return {"frames": [*map(str, range(frames - 1)), f"≥{frames - 1}"], "all": row(list(scores)),
-            **{cue: row([s for s in scores if s.kind and cue in s.kind.split("+")]) for cue in cues}}
+            **{cue: row(group) for cue, group in _by_cue(scores).items()}}
 
 
 def motion_blind_reference(scores: Sequence[ObjectScore]) -> dict[str, Any] | None:
