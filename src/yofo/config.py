@@ -250,6 +250,29 @@ def model_config_differences(saved: Any, wanted: Any) -> list[str]:
             if k != "image_encoder.weights" and saved.get(k) != wanted.get(k)]
 
 
+# What a resumed run may change: where the data is and how fast the run goes, not what it learns (the datasets
+# themselves are compared by what the checkpoint records of them), and the length of the last stage.
+RESUME_MAY_CHANGE = ("data.root", "data.num_workers", "data.cache_mb", "train.num_threads", "train.channels_last",
+                     "train.checkpoint_every", "train.log_every", "train.stage2.epochs")
+_DATASET_FOLDERS = ("root", "images")
+
+
+def run_config_differences(saved: Any, wanted: Any) -> list[str]:
+    """Dotted ``train.*`` and ``data.*`` keys where the config a run was started with (``saved``, e.g. its
+    ``config.yaml``) and the config it is resumed with differ, sorted. Keys of :data:`RESUME_MAY_CHANGE`, the
+    folders of ``data.datasets`` entries, and keys only one of the two has (another yofo version) are not
+    compared."""
+    def leaves(cfg: Any) -> dict[str, Any]:
+        flat = flatten_config({part: cfg[part] for part in ("train", "data") if part in cfg})
+        if isinstance(flat.get("data.datasets"), list):
+            flat["data.datasets"] = [{k: v for k, v in spec.items() if k not in _DATASET_FOLDERS}
+                                     if isinstance(spec, dict) else spec for spec in flat["data.datasets"]]
+        return flat
+
+    saved, wanted = leaves(saved), leaves(wanted)
+    return [k for k in sorted(set(saved) & set(wanted)) if k not in RESUME_MAY_CHANGE and saved[k] != wanted[k]]
+
+
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, update)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 import yofo
 from yofo.cli import main
 from yofo.config import load_config
+from yofo.data.synthetic import synthesize
 from yofo.engine.checkpoint import read_metadata
 from yofo.engine.train import clip_indices, parameter_groups
 from yofo.model.yofo import build_model
@@ -72,7 +74,7 @@ def test_motion_aware_fm_trains_with_feature_mining(micro):
 
 
 def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, synth_root, tmp_path, capsys,
-                                                                         single_thread):
+                                                                         monkeypatch, single_thread):
     out = tmp_path / "run"
     assert main(["train", "tiny", *micro, *TWO_STAGES, "--out", str(out), "--no-progress"]) == 0
     folders = list((out / "checkpoints").iterdir())
@@ -113,7 +115,9 @@ def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, 
     assert main(["train", "tiny", *micro, *TWO_STAGES, "--out", str(out), "--resume"]) == 0
     assert "nothing to do" in capsys.readouterr().out
     # A loss that turns nan in the next step.
-    assert main(["train", "tiny", *micro, *TWO_STAGES, "train.stage2.epochs=2", "train.loss_weight=nan",
+    loss = yofo.engine.train.segmentation_loss
+    monkeypatch.setattr(yofo.engine.train, "segmentation_loss", lambda *args: loss(*args) * float("nan"))
+    assert main(["train", "tiny", *micro, *TWO_STAGES, "train.stage2.epochs=2",
                  "--out", str(out), "--resume", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "loss is nan at step 3" in err and "ytvos:" in err
@@ -123,6 +127,40 @@ def test_a_run_writes_weights_state_and_metrics_and_refuses_to_overwrite(micro, 
     kept = {k: v for k, v in before.items() if k not in rewritten}
     assert {k: v for k, v in after.items() if k not in rewritten} == kept
     assert [s["start_step"] for s in json.loads(after["environment.json"])] == [0, 2]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.seed=5"], "the run was started with train.seed=0, the config has 5 (1 difference(s))"),
+        (["train.stage1.lr=0.5", "data.num_frames=3"],
+         "started with data.num_frames=2, the config has 3 (2 difference(s))"),
+        (["data.datasets=[{format: ytvos, root: SYNTH, split: valid}]"], "data.datasets="),
+        (["data.root=OTHER"],  # the same folder name: told apart by the generator settings the checkpoint records
+         "seed 0, 4 train videos of 6 frames at 64x64), the config's data is yofo synthetic benchmark ('data': "
+         "yofo synth seed 1"),
+    ],
+)
+def test_a_resume_keeps_what_the_run_learns(micro, synth_root, tmp_path, capsys, overrides, message):
+    """A resume refuses other training settings or other data in one line and writes nothing; where the data
+    is, how fast the run goes and the length of stage 2 may change."""
+    out = tmp_path / "run"
+    assert main(["train", "tiny", *micro, *TWO_STAGES, "--out", str(out), "--no-progress"]) == 0
+    other = tmp_path / "other" / synth_root.name  # the same folder name, other videos
+    synthesize(other, train=2, valid=0, seed=1, size=(64, 64), frames=6)
+    moved = tmp_path / "moved" / synth_root.name  # the same videos elsewhere
+    shutil.copytree(synth_root, moved)
+    before = snapshot(out)
+    capsys.readouterr()
+    overrides = [o.replace("SYNTH", str(synth_root)).replace("OTHER", str(other)) for o in overrides]
+    assert main(["train", "tiny", *micro, *TWO_STAGES, *overrides, "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "another --out" in err
+    assert snapshot(out) == before
+
+    assert main(["train", "tiny", *micro, *TWO_STAGES, f"data.root={moved}", "data.num_workers=1",
+                 "train.log_every=5", "train.checkpoint_every=3", "--out", str(out), "--resume"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

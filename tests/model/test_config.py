@@ -3,7 +3,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from yofo.config import load_config
+from yofo.config import load_config, run_config_differences
 from yofo.errors import ConfigError
 
 
@@ -100,3 +100,21 @@ def test_bad_override_names_the_key(override, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_config("paper", [override])
     assert "\n" not in str(err.value)
+
+
+def test_run_config_differences_compare_what_a_run_learns():
+    """A resume may move the data or change speed settings, not the schedule or the data settings; a key only one
+    config has (another yofo version's config.yaml) is not compared."""
+    started = load_config("demo", ["data.datasets=[{format: ytvos, root: /a/synth}]"])
+    same = load_config("demo", ["data.datasets=[{format: ytvos, root: /b/synth}]", "data.root=/b/synth",
+                                "data.num_workers=2", "train.num_threads=2", "train.log_every=1",
+                                "train.stage2.epochs=9", "device=cuda"])
+    assert run_config_differences(started, same) == []
+    changed = load_config("demo", ["data.datasets=[{format: ytvos, root: /a/synth, split: valid}]",
+                                   "train.seed=7", "train.stage1.epochs=1", "data.augment.hflip_p=0.5"])
+    assert run_config_differences(started, changed) == ["data.augment.hflip_p", "data.datasets", "train.seed",
+                                                        "train.stage1.epochs"]
+    older = OmegaConf.to_container(started)
+    del older["train"]["seed"]
+    assert run_config_differences(OmegaConf.create(older), changed) == ["data.augment.hflip_p", "data.datasets",
+                                                                        "train.stage1.epochs"]

@@ -6,7 +6,8 @@
     torchrun --nproc_per_node 2 -m yofo train demo data.root=data/synth # DDP, one process per GPU/core
 
 A fresh run refuses a folder that already holds a checkpoint; ``--resume`` continues from its newest
-checkpoint (or starts a new run when there is none) and ends with the weights an uninterrupted run would have.
+checkpoint (or starts a new run when there is none) and ends with the weights an uninterrupted run would have;
+it refuses another model, other data or other training settings than the run's (:mod:`yofo.engine.train`).
 """
 
 from __future__ import annotations

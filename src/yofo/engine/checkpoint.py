@@ -176,6 +176,11 @@ def training_metadata(data_cfg) -> dict[str, str]:
     return meta
 
 
+def describe_datasets(datasets: list[dict[str, Any]]) -> str:
+    """One line for people naming recorded datasets (the parsed ``trained_on`` metadata)."""
+    return "; ".join(_describe(d) for d in datasets)
+
+
 def _describe(entry: dict[str, Any]) -> str:
     if "synth" in entry:
         synth = entry["synth"]
@@ -199,7 +204,7 @@ def training_data(path: str | Path) -> TrainingData:
         try:
             datasets = json.loads(meta["trained_on"])
             synthetic = all("synth" in d for d in datasets)
-            summary = "; ".join(_describe(d) for d in datasets)
+            summary = describe_datasets(datasets)
         except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
             raise CheckpointError(f"{path}: metadata field 'trained_on' is not a list of datasets") from None
         return TrainingData(True, synthetic and bool(datasets), datasets, summary)

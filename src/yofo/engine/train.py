@@ -20,7 +20,10 @@ Checkpoints. ``OUT/checkpoints/step_XXXXXXXX/`` receives ``model.safetensors`` a
 ``train_state.pt`` (optimizer, scheduler, grad scaler, RNG, step; each file written atomically, the second
 marking the pair complete), after which ``OUT/model.safetensors`` becomes a hard link to the new weights and
 older step folders are removed. ``resume`` loads the newest complete pair, so a run killed at any moment
-and resumed ends with exactly the weights of an uninterrupted run (on CPU, same thread count).
+and resumed ends with exactly the weights of an uninterrupted run (on CPU, same thread count). A resume keeps
+what the run learns: its model config, its data (as the checkpoint records it) and the train/data settings of
+``OUT/config.yaml``; only where the data is, how fast the run goes and the length of stage 2 may change
+(:data:`yofo.config.RESUME_MAY_CHANGE`).
 
 Environment. The bits of the weights depend on the machine too: torch's CPU kernels, oneDNN and MKL pick
 their code by the instruction set (AVX2, AVX-512, ...), and each sums in its own order. ``OUT/environment.json``
@@ -48,9 +51,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from yofo.config import GroupLrConfig, flatten_config, model_config_differences
+from yofo.config import GroupLrConfig, flatten_config, model_config_differences, run_config_differences
 from yofo.data.clips import ClipDataset, loader_workers
-from yofo.engine.checkpoint import checkpoint_model_config, load_state, read_metadata, save_model, training_metadata
+from yofo.engine.checkpoint import (checkpoint_model_config, describe_datasets, load_state, read_metadata, save_model,
+                                    training_data, training_metadata)
 from yofo.engine.distributed import Distributed, init_distributed
 from yofo.errors import CheckpointError, ConfigError, TrainingError
 from yofo.files import atomic_write
@@ -188,18 +192,42 @@ def _save_checkpoint(out: Path, model: YOFO, state: dict[str, Any], metadata: di
     return folder
 
 
-def _read_checkpoint(folder: Path, model_cfg: DictConfig) -> dict[str, Any]:
-    """The training state of a checkpoint folder, after checking it fits ``model_cfg``; reads only."""
-    weights = folder / MODEL_FILE
+def _read_checkpoint(folder: Path, cfg: DictConfig, trained_on: dict[str, str]) -> dict[str, Any]:
+    """The training state of a checkpoint folder of the run in ``folder.parent.parent``, after checking that
+    the run can continue with ``cfg``: the same model, the same settings of what it learns (the run's
+    ``config.yaml``; :func:`yofo.config.run_config_differences`) and the same data (``trained_on``, the
+    metadata :func:`yofo.engine.checkpoint.training_metadata` gives for ``cfg.data``); reads only."""
+    weights, run_config = folder / MODEL_FILE, folder.parent.parent / "config.yaml"
     saved = checkpoint_model_config(weights)
-    diffs = model_config_differences(saved, model_cfg)
+    diffs = model_config_differences(saved, cfg.model)
     if diffs:
         k = diffs[0]
-        saved, wanted = flatten_config(saved), flatten_config(model_cfg)
+        saved, wanted = flatten_config(saved), flatten_config(cfg.model)
         raise CheckpointError(
             f"{weights}: trained with a different model config (model.{k} is {saved.get(k)!r} there, "
             f"{wanted.get(k)!r} in the config; {len(diffs)} difference(s)); resume with the same model settings "
             f"or train into another --out"
+        )
+    if run_config.is_file():
+        try:
+            started = OmegaConf.load(run_config)
+        except Exception as err:  # yaml errors come in several types
+            raise CheckpointError(f"{run_config}: not valid YAML ({str(err).splitlines()[0]}); it records the "
+                                  f"settings the run was started with, which a resume must keep") from None
+        diffs = run_config_differences(started, cfg)
+        if diffs:
+            k = diffs[0]
+            raise CheckpointError(
+                f"{run_config}: the run was started with {k}={OmegaConf.select(started, k)!r}, the config has "
+                f"{OmegaConf.select(cfg, k)!r} ({len(diffs)} difference(s)); resume with the run's settings "
+                f"(that file) or train into another --out"
+            )
+    recorded = read_metadata(weights).get("trained_on")
+    if recorded is not None and json.loads(recorded) != json.loads(trained_on["trained_on"]):
+        raise CheckpointError(
+            f"{weights}: trained on {training_data(weights).summary}, the config's data is "
+            f"{describe_datasets(json.loads(trained_on['trained_on']))}; resume on the run's data or train into "
+            f"another --out"
         )
     try:
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
@@ -338,8 +366,9 @@ def train(
     Raises:
         ConfigError: invalid training settings.
         DatasetError: the training data is missing or unreadable.
-        CheckpointError: ``out`` holds a checkpoint and ``resume`` is off, or the checkpoint does not fit
-            the model config. Nothing is written before these checks.
+        CheckpointError: ``out`` holds a checkpoint and ``resume`` is off, or the run cannot continue with
+            ``cfg`` (another model config, other data, other training settings; :func:`_read_checkpoint`).
+            Nothing is written before these checks.
         TrainingError: the loss became nan or inf; the last good checkpoint is kept.
     """
     dist = init_distributed(cfg.device)
@@ -410,10 +439,10 @@ def _train(cfg: DictConfig, out: Path, resume: bool, max_steps: int | None, prog
     if folder is not None and not resume:
         raise CheckpointError(f"{out}: already holds a checkpoint ({folder.name}); pass --resume to continue "
                               f"that run, or train into another --out")
-    saved = _read_checkpoint(folder, cfg.model) if folder is not None else None
+    trained_on = training_metadata(cfg.data)  # what the checkpoints will say the model knows
+    saved = _read_checkpoint(folder, cfg, trained_on) if folder is not None else None
     workers = loader_workers(cfg.data.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     dataset = ClipDataset(cfg, seed=tc.seed)
-    trained_on = training_metadata(cfg.data)  # what the checkpoints will say the model knows
     if resume and saved is None:
         say(f"no checkpoint in {out}: starting a new run")
 
