@@ -177,36 +177,46 @@ def test_page_segments_a_video_as_yofo_segment_does(server, tmp_path):
 
 
 def test_a_long_run_can_be_cancelled(server, tmp_path):
+    """Cancel stops a running request at its next frame and a queued one before it starts; the page segments
+    again afterwards."""
     if not CHROMIUM.is_file():
         pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does)")
     from playwright.sync_api import expect, sync_playwright
 
-    upload = tmp_path / "long.mp4"
-    with Mp4Writer(upload, fps=25) as writer:
-        for t in range(240):
-            frame = np.full((480, 640, 3), 90, dtype=np.uint8)
-            frame[100:200, t : t + 100] = (220, 30, 30)
-            writer.write(frame)
+    upload, short = tmp_path / "long.mp4", tmp_path / "short.mp4"
+    for path, frames in ((upload, 240), (short, 8)):
+        with Mp4Writer(path, fps=25) as writer:
+            for t in range(frames):
+                frame = np.full((480, 640, 3), 90, dtype=np.uint8)
+                frame[100:200, t : t + 100] = (220, 30, 30)
+                writer.write(frame)
+    before = server["log"].read_text().count("request cancelled at frame")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         try:
-            page = context.new_page()
-            page.goto(server["url"])
-            page.set_input_files("#upload input[type=file]", str(upload))
-            page.fill("#sentences textarea", "the red square")
-            page.click("#segment")
-            expect(page.locator("#message")).to_contain_text("Segmenting… frame", timeout=60_000)
-            page.click("#cancel")
-            expect(page.locator("#message")).to_have_text("Cancelled.", timeout=30_000)
+            running, queued = context.new_page(), context.new_page()  # two page sessions
+            for page in (running, queued):
+                page.goto(server["url"])
+                page.set_input_files("#upload input[type=file]", str(upload))
+                page.fill("#sentences textarea", "the red square")
+            running.click("#segment")
+            expect(running.locator("#message")).to_contain_text("Segmenting… frame", timeout=60_000)
+            queued.click("#segment")  # one request at a time: it waits for the running one
+            queued.click("#cancel")
+            running.click("#cancel")
+            expect(running.locator("#message")).to_have_text("Cancelled.", timeout=30_000)
+            expect(queued.locator("#message")).to_have_text("Cancelled.", timeout=30_000)
+            running.locator("#upload button[aria-label='Clear']").first.click()
+            running.set_input_files("#upload input[type=file]", str(short))
+            running.click("#segment")
+            expect(running.locator("#message")).to_contain_text("Segmented 8 frame(s)", timeout=120_000)
         finally:
             context.close()
-    deadline = time.monotonic() + 60
-    while "request cancelled at frame" not in server["log"].read_text():  # the work stopped, not only the page
-        assert time.monotonic() < deadline, server["log"].read_text()[-2000:]
-        time.sleep(0.2)
-    done = int(server["log"].read_text().split("request cancelled at frame ")[1].split()[0])
-    assert done < 240
+    log = server["log"].read_text()
+    cancelled = log.split("request cancelled at frame ")[1:]
+    assert len(cancelled) == before + 1, log[-2000:]  # the running request stopped; the queued one never ran
+    assert int(cancelled[-1].split()[0]) < 240
 
 
 def test_too_long_video_is_refused(tmp_path):

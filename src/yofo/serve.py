@@ -191,10 +191,23 @@ def build_app(checkpoint: str | Path, limits: Limits = Limits(), scratch: str | 
     examples = write_examples(scratch / "examples", size)
     handler = Segmentation(checkpoint, limits, scratch, examples)
 
-    def segment(upload, sentences, state):
-        # The work runs in a thread while this generator reports its progress: Cancel closes the generator
-        # (Gradio stops generators at a yield, not plain functions), which stops the work at its next frame.
+    # Cancel counts its presses in the page session's state (one dict per session, handed to every event by
+    # reference); a click on Segment first takes the count as its ticket, and its run stops at the next frame
+    # once the count has moved on, queued or running, then says so itself. (Gradio's own `cancels=` closes the
+    # generator, and the page could then show the closed event's "Error" over a cancel handler's message.)
+    def ticket(state):
+        return state.get("cancels", 0)
+
+    def cancel_runs(state):
+        state["cancels"] = state.get("cancels", 0) + 1
+
+    def segment(upload, sentences, state, issued):
+        # The work runs in a thread while this generator reports its progress and watches for Cancel, which
+        # stops the work at its next frame.
         stop, outcome, progress = threading.Event(), {}, {"done": 0, "total": None}
+        if ticket(state) != issued:  # cancelled while queued
+            yield "Cancelled.", gr.skip(), gr.skip(), gr.skip()
+            return
 
         def work() -> None:
             try:
@@ -210,14 +223,17 @@ def build_app(checkpoint: str | Path, limits: Limits = Limits(), scratch: str | 
         try:
             while worker.is_alive():
                 worker.join(0.25)
-                if worker.is_alive():
+                if ticket(state) != issued:
+                    stop.set()
+                elif worker.is_alive():
                     total = f"/{progress['total']}" if progress["total"] else ""
                     yield f"Segmenting… frame {progress['done']}{total}", gr.skip(), gr.skip(), gr.skip()
         finally:
             stop.set()
             worker.join()
         error = outcome.get("error")
-        if isinstance(error, Cancelled):  # the generator was closed: nothing more to send
+        if isinstance(error, Cancelled):
+            yield "Cancelled.", gr.skip(), gr.skip(), gr.skip()
             return
         if isinstance(error, YofoError):  # bad input: a message on the page, not a traceback
             # name the upload as the user knows it, not by the server's copy of it
@@ -248,9 +264,10 @@ def build_app(checkpoint: str | Path, limits: Limits = Limits(), scratch: str | 
                                    interactive=False)
                 archive = gr.File(label="Masks: palette PNGs, object k = sentence k (zip)", elem_id="masks",
                                   interactive=False)
-        event = run.click(segment, [upload, sentences, state], [message, overlay, archive, state],
-                          concurrency_limit=1)
-        cancel.click(lambda: "Cancelled.", None, message, cancels=[event])
+        issued = gr.State(0)
+        run.click(ticket, state, issued, concurrency_limit=None).then(
+            segment, [upload, sentences, state, issued], [message, overlay, archive, state], concurrency_limit=1)
+        cancel.click(cancel_runs, state, None, concurrency_limit=None)
     return app
 
 
