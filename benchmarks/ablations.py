@@ -19,8 +19,8 @@ and the grounding check (:func:`yofo.engine.evaluate.evaluate`). ``--data`` gets
 
 Output folder::
 
-    OUT/settings.json               config, overrides, steps, data (the benchmark's synth.json), max videos:
-                                    a later call must match them
+    OUT/settings.json               config, overrides, steps, data (the benchmark's synth.json), max videos,
+                                    and the config's content (``resolved``): a later call must match them
     OUT/runs/<variant>/seed<k>/     the training run (model.safetensors, metrics.csv, checkpoints/)
     OUT/runs/<variant>/seed<k>/eval/    yofo eval's output (metrics.json, per_object.csv, predictions/)
     OUT/ablations.md                J, F, J&F, the control's J&F, the grounded share and J&F per cue
@@ -34,7 +34,8 @@ checkpoint (bit-exact on CPU). Seeds and variants can be added to an existing fo
 rewritten after every finished run, so they always hold every run finished so far. ``--resume-from`` takes
 the runs recorded in an earlier ``ablations.json`` (e.g. the committed
 ``benchmarks/results/ablations-demo.json``) as finished, so a table can be continued on another machine
-without its run folders; its settings must match this call's, the data being compared by its ``synth.json``.
+without its run folders; its settings must match this call's, the data being compared by its ``synth.json`` and
+the config by its content, key by key (where and how fast a run goes aside).
 
 ``--status`` trains nothing: it lists the runs left to train and rewrites the outputs from the finished ones
 (e.g. after a table was stopped). ``--jobs N`` trains N runs at once, each in its own process; with the demo config's ``train.num_threads: 1``
@@ -65,7 +66,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from yofo.config import load_config
+from yofo.config import flatten_config, load_config
 from yofo.data.synthetic import synthesize
 from yofo.engine.evaluate import METRICS_FILE, evaluate
 from yofo.engine.train import ENVIRONMENT_FILE, train
@@ -138,9 +139,31 @@ def _data_id(data: Path) -> Any:
     return str(data.resolve())
 
 
-def _changed_setting(saved: dict[str, Any], settings: dict[str, Any]) -> str | None:
-    """The first setting whose value differs between ``saved`` and ``settings``, or None."""
-    return next((key for key in settings if saved.get(key) != settings[key]), None)
+# Where and how fast a run goes, and what each run sets itself: not part of a table's budget.
+_NOT_BUDGET = ("device", "data.root", "data.num_workers", "data.cache_mb", "train.num_threads", "train.channels_last",
+               "train.log_every", "train.checkpoint_every", "train.seed")
+
+
+def _resolved(args: argparse.Namespace) -> dict[str, Any]:
+    """The config every variant starts from (``--config`` with the overrides), by dotted key, without the keys
+    of :data:`_NOT_BUDGET`: an edit of the config file changes it though its name stays."""
+    flat = flatten_config(load_config(args.config, args.overrides))
+    return {key: value for key, value in flat.items() if key not in _NOT_BUDGET}
+
+
+def _changed_setting(saved: dict[str, Any], settings: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first setting that differs between ``saved`` and ``settings`` as (name, saved value, value), or None.
+    ``resolved`` is compared key by key (name ``resolved.<key>``), and not at all when ``saved`` lacks it (a table
+    begun before it was recorded)."""
+    for key, value in settings.items():
+        if key == "resolved" and key in saved:
+            old = saved[key]
+            changed = next((k for k in sorted(set(old) | set(value)) if old.get(k) != value.get(k)), None)
+            if changed is not None:
+                return f"resolved.{changed}", old.get(changed), value.get(changed)
+        elif key != "resolved" and saved.get(key) != value:
+            return key, saved.get(key), value
+    return None
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -153,8 +176,8 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
             raise InputError(f"{path}: not valid JSON; remove it or use another --out") from None
         changed = _changed_setting(saved, settings)
         if changed:
-            raise InputError(f"{path}: field '{changed}' is {saved.get(changed)!r} but this call asks for "
-                             f"{settings[changed]!r}; use another --out")
+            raise InputError(f"{path}: field '{changed[0]}' is {changed[1]!r} but this call asks for "
+                             f"{changed[2]!r}; use another --out")
         return
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n"))
@@ -195,8 +218,8 @@ def _previous_runs(path: Path, settings: dict[str, Any]) -> dict[str, dict[int, 
         raise InputError(f"--resume-from {path}: expected an ablations.json with 'settings' and 'runs'") from None
     changed = _changed_setting(saved, settings)
     if changed:
-        raise InputError(f"--resume-from {path}: field 'settings.{changed}' is {saved.get(changed)!r} but this "
-                         f"call asks for {settings[changed]!r}; its runs had another budget")
+        raise InputError(f"--resume-from {path}: field 'settings.{changed[0]}' is {changed[1]!r} but this "
+                         f"call asks for {changed[2]!r}; its runs had another budget")
     return {variant: {int(seed): row for seed, row in by_seed.items()} for variant, by_seed in runs.items()}
 
 
@@ -411,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"synthesizing the default benchmark into {args.data}", flush=True)
             synthesize(args.data, progress=True)
         settings = {"config": args.config, "overrides": args.overrides, "steps": args.steps,
-                    "data": _data_id(args.data), "max_videos": args.max_videos}
+                    "data": _data_id(args.data), "max_videos": args.max_videos, "resolved": _resolved(args)}
         previous = {} if args.resume_from is None else _previous_runs(args.resume_from, settings)
         _check_settings(args.out, settings)
         write_outputs(args.out, settings, run_all(args, settings, previous))

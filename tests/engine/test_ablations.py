@@ -182,3 +182,28 @@ def test_workers_end_with_a_killed_script(ablations, tmp_path: Path) -> None:
         parent.stdout.close()
         if worker is not None and _process_state(worker) not in (None, "Z"):
             os.kill(worker, signal.SIGKILL)  # no orphan left behind by a failing test
+
+
+def test_an_edited_config_file_is_another_budget(ablations, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The table records the config's content, not only its name: an edit that changes what the runs learn is
+    refused; one of where and how fast they run is not, nor is any edit against a table that predates it."""
+    data = tmp_path / "data"
+    synthesize(data, train=2, valid=2, seed=0, size=(64, 64), frames=6)
+    config = tmp_path / "mine.yaml"
+    tiny = (Path(ablations.__file__).parents[1] / "configs" / "tiny.yaml").read_text()
+    config.write_text(tiny)
+    out = tmp_path / "out"
+    argv = ["--data", str(data), "--out", str(out), "--config", str(config), "--status"]
+    assert ablations.main(argv) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["resolved"]["train.stage1.lr"] == pytest.approx(1e-3) and "train.seed" not in settings["resolved"]
+
+    config.write_text(tiny.replace("checkpoint_every: 10", "checkpoint_every: 5\n  num_threads: 1"))
+    assert ablations.main(argv) == 0
+    config.write_text(tiny.replace("lr: 1.0e-3", "lr: 2.0e-3"))
+    capsys.readouterr()
+    assert ablations.main(argv) == 2
+    assert "field 'resolved.train.stage1.lr' is 0.001 but this call asks for 0.002" in capsys.readouterr().err
+    del settings["resolved"]  # a table begun before the content was recorded
+    (out / "settings.json").write_text(json.dumps(settings))
+    assert ablations.main(argv) == 0
