@@ -5,17 +5,17 @@ Usage: .venv/bin/python benchmarks/ablations.py --data DIR --out DIR [--config d
            [--steps N] [--jobs N] [--variants yofo,fm_ss,...] [--max-videos N] [--resume-from JSON] [--status]
            [key=value ...]
 
-Each variant is the same config (``--config`` plus the ``key=value`` overrides) with one switch (README,
-"Table 3 ablations are config switches"). The six Table 3 variants turn motion-aware feature mining (ours,
-``model.fm.motion``, on in ``demo``) off, so that they are the paper's model; ``motion`` is YOFO with it on
-over a window of 2 frames, as in ``demo``, so that it differs from ``yofo`` by the switch alone;
-``motion_clip_past`` is ``motion`` trained without ``data.motion_history`` (each frame's motion map compares
-it with the clip's frame before it, drawn up to 8 frames back, rather than with the video's; the shipped
-recipe before ``demo`` turned the switch on), so that it measures that switch. Every variant ×
-seed (``train.seed``) is trained for ``--steps`` steps (default: the config's whole schedule;
-:func:`yofo.engine.train.train`) and evaluated on the synthetic valid split with the shuffled-sentence control
-and the grounding check (:func:`yofo.engine.evaluate.evaluate`). ``--data`` gets the default benchmark (``yofo synth``'s settings:
-400 train / 50 valid videos, 96×160, 16 frames, seed 0) when it does not exist yet.
+Each variant is the same config (``--config`` plus the ``key=value`` overrides) with one switch (README, "Table 3
+ablations are config switches"). The six Table 3 variants turn motion-aware feature mining (ours,
+``model.fm.motion``, on in ``demo``) off, so that they are the paper's model; ``motion`` is YOFO with it on over a
+window of 2 frames, as in ``demo``, so that it differs from ``yofo`` by the switch alone; ``motion_clip_past`` is
+``motion`` trained without ``data.motion_history`` (each frame's motion map compares it with the clip's frame
+before it, drawn up to 8 frames back, rather than with the video's; the shipped recipe before ``demo`` turned the
+switch on), so that it measures that switch. Every variant × seed (``train.seed``) is trained for ``--steps`` steps
+(default: the config's whole schedule; :func:`yofo.engine.train.train`) and evaluated on the synthetic valid split
+with the shuffled-sentence control and the grounding check (:func:`yofo.engine.evaluate.evaluate`). ``--data`` gets
+the default benchmark (``yofo synth``'s settings: 400 train / 50 valid videos, 96×160, 16 frames, seed 0) when it
+does not exist yet.
 
 Output folder::
 
@@ -28,26 +28,26 @@ Output folder::
     OUT/ablations.json              the same numbers plus every run's own
     OUT/ablations.png               bar chart: J&F overall and per cue, error bars = std over seeds
 
-Resumable: a run whose ``eval/metrics.json`` exists is skipped; an interrupted run resumes from its last
-checkpoint (bit-exact on CPU). Seeds and variants can be added to an existing folder; other settings cannot
+Resumable: a run whose ``eval/metrics.json`` exists is skipped; an interrupted run resumes from its last checkpoint
+(bit-exact on CPU). Seeds and variants can be added to an existing folder; other settings cannot
 (``settings.json``), so that every row of the table has had the same budget. The table, JSON and chart are
-rewritten after every finished run, so they always hold every run finished so far. ``--resume-from`` takes
-the runs recorded in an earlier ``ablations.json`` (e.g. the committed
-``benchmarks/results/ablations-demo.json``) as finished, so a table can be continued on another machine
-without its run folders; its settings must match this call's, the data being compared by its ``synth.json`` and
-the config by its content, key by key (where and how fast a run goes aside).
+rewritten after every finished run, so they always hold every run finished so far. ``--resume-from`` takes the runs
+recorded in an earlier ``ablations.json`` (e.g. the committed ``benchmarks/results/ablations-demo.json``) as
+finished, so a table can be continued on another machine without its run folders; its settings must match this
+call's, the data being compared by its ``synth.json`` and the config by its content, key by key (where and how fast
+a run goes aside).
 
-``--status`` trains nothing: it lists the runs left to train and rewrites the outputs from the finished ones
-(e.g. after a table was stopped). ``--jobs N`` trains N runs at once, each in its own process; with the demo config's ``train.num_threads: 1``
-that is one run per core. Those processes end with the script (Ctrl-C or ``kill`` on it is enough to stop
-every run; each resumes from its last checkpoint on the next call).
+``--status`` trains nothing: it lists the runs left to train and rewrites the outputs from the finished ones (e.g.
+after a table was stopped). ``--jobs N`` trains N runs at once, each in its own process; with the demo config's
+``train.num_threads: 1`` that is one run per core. Those processes end with the script (Ctrl-C or ``kill`` on it is
+enough to stop every run; each resumes from its last checkpoint on the next call).
 
-Default budget: the config's whole schedule (``demo``: 6800 steps of 8 two-frame clips), the budget at which
-the shipped model follows the sentence (``checkpoints/README.md``); a shorter ``--steps``, as the committed
-1000-step table (made with the earlier from-scratch ``demo``), compares the variants before grounding has
-emerged. On a 2-core machine a run of the whole ``demo`` schedule took about 86 minutes with ``--jobs 2``,
-and three runs at once took 71–75 minutes with ``--jobs 3`` on another, so the table of 8 variants × 3 seeds
-takes 10 to 17 hours: run it across sessions, it resumes. The order it finds is a finding about this setting (synthetic data, a CPU budget), not
+Default budget: the config's whole schedule (``demo``: 6800 steps of 8 two-frame clips), the budget at which the
+shipped model follows the sentence (``checkpoints/README.md``); a shorter ``--steps``, as the committed 1000-step
+table (made with the earlier from-scratch ``demo``), compares the variants before grounding has emerged. On a
+2-core machine a run of the whole ``demo`` schedule took about 86 minutes with ``--jobs 2``, and three runs at once
+took 71–75 minutes with ``--jobs 3`` on another, so the table of 8 variants × 3 seeds takes 10 to 17 hours: run it
+across sessions, it resumes. The order it finds is a finding about this setting (synthetic data, a CPU budget), not
 a target to reproduce the paper's Table 3.
 """
 
@@ -58,6 +58,7 @@ import json
 import multiprocessing
 import os
 import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -407,7 +408,8 @@ def plot(path: Path, summary: dict[str, Any]) -> None:
         stats = [get(row) for row in summary.values()]
         axes.bar(x + (i - (len(groups) - 1) / 2) * width, [s["mean"] for s in stats], width,
                  yerr=[s["std"] for s in stats], capsize=2, label=name)
-    axes.set_xticks(x, [row["label"].replace(" (", "\n(") for row in summary.values()])  # "(ours)" below
+    axes.set_xticks(x, ["\n".join(textwrap.wrap(row["label"], 16)) for row in summary.values()])
+    axes.set_ylim(0.0, 1.0)  # J&F's whole range: room for the legend above the bars
     axes.set_ylabel("J&F (synthetic valid)")
     axes.set_title("Table 3 ablations: mean ± std over seeds")
     axes.legend(fontsize="small", ncol=len(groups))
