@@ -13,7 +13,8 @@ import torch
 
 from yofo.cli import main
 from yofo.commands.bench import (
-    BenchSpec, build_bench_model, count_gflops, peak_rss_mb, synthetic_frames, timed_components,
+    BenchSpec, bench_segmenter, build_bench_model, count_gflops, peak_rss_mb, synthetic_frames, time_pipeline,
+    timed_components,
 )
 
 
@@ -46,6 +47,17 @@ def test_text_encoder_fallback_and_component_timers():
         assert model.decoder.forward is not forward
     assert model.decoder.forward == forward  # the class's methods are back
     assert set(totals) >= {"image_encoder", "phi", "solver"}
+
+
+@pytest.mark.parametrize("window", [0, 2])
+def test_the_motion_map_is_timed_apart_when_on(window):
+    spec = BenchSpec("tiny", (f"model.fm.motion.window={window}",), None, (64, 96), "cpu", channels_last=False)
+    result = time_pipeline(bench_segmenter(spec, build_bench_model(spec)[0]), (64, 96), 2, frames=2, warmup=1)
+    if window:  # per frame, shared by the sentences, apart from feature mining's image part
+        assert result["components"]["motion_map"] > 0
+    else:
+        assert "motion_map" not in result["components"]
+    assert result["components"]["fm_image_part"] > 0
 
 
 def test_count_gflops_counts_multiply_adds_twice():

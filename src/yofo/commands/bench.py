@@ -152,7 +152,8 @@ def timed_components(model) -> Iterator[dict[str, float]]:
     """Accumulate wall time per model component while the block runs: ``{name: seconds}``.
 
     Per frame (shared by the sentences): image encoder, Φ, the image-only parts of feature mining and
-    the decoder. Per frame × sentence: feature mining's Y/W, the solver, the rest of the decoder.
+    the decoder, and with motion-aware feature mining its motion map. Per frame × sentence: feature mining's
+    Y/W, the solver, the rest of the decoder.
     """
     targets = [
         ("image_encoder", model.image_encoder, "forward"),
@@ -161,6 +162,8 @@ def timed_components(model) -> Iterator[dict[str, float]]:
         ("decoder_image_part", model.decoder, "image_part"),
         ("decoder_text_part", model.decoder, "forward"),
     ]
+    if model.feature_mining.motion is not None:
+        targets.append(("motion_map", model.feature_mining, "motion_map"))
     if model.meta_transfer is not None:
         targets += [("phi", model.meta_transfer, "features"), ("solver", model.meta_transfer, "solve")]
     totals = {name: 0.0 for name, _, _ in targets}
